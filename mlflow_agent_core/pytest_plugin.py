@@ -1,0 +1,1 @@
+"""Pytest fixtures for projects and plugins built on the agent."""
