@@ -15,7 +15,9 @@ __all__ = [
     "ModelNotFoundError",
     "ParamConflictError",
     "PluginError",
+    "RunStateError",
     "ServerUnavailableError",
+    "UnsafeModelError",
 ]
 
 
@@ -77,3 +79,15 @@ class AuthError(AgentError):
 
 class ModelNotFoundError(AgentError):
     """The requested model, version, alias or stage does not exist."""
+
+
+class RunStateError(AgentError):
+    """The call does not fit the run's state: no active run, or one already open."""
+
+
+class UnsafeModelError(AgentError):
+    """Loading the model would run code stored in the registry (pickle and the like).
+
+    Raised before the model's files are deserialized; the message says how to allow
+    it for trusted registries.
+    """
