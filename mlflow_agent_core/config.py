@@ -88,7 +88,9 @@ _MAX_NODES = 100_000
 _REFERENCE = re.compile(
     r"\$\$\{|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}|\$\{"
 )
-_ENV_BOOLS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+_ENV_BOOLS = {
+    "true": True, "yes": True, "1": True, "false": False, "no": False, "0": False
+}
 _INT_TEXT = re.compile(r"[+-]?[0-9]+")
 _SECRET_WORDS = ("password", "passwd", "token", "secret", "key", "credential")
 _URI_PASSWORD = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/@:]*:)[^/@]+@")
@@ -152,13 +154,12 @@ class _Trace:
 
     def copy_entry(self, other: _Trace, path: KeyPath) -> None:
         """Take the entries of exactly ``path`` from ``other``."""
-        for mine, theirs in (
-            (self.keys, other.keys),
-            (self.values, other.values),
-            (self.env, other.env),
-        ):
-            if path in theirs:
-                mine[path] = theirs[path]  # type: ignore[index]
+        if path in other.keys:
+            self.keys[path] = other.keys[path]
+        if path in other.values:
+            self.values[path] = other.values[path]
+        if path in other.env:
+            self.env[path] = other.env[path]
         if path in other.interpolated:
             self.interpolated.add(path)
 
@@ -361,14 +362,16 @@ class _YamlReader:
         ):
             return list(node.value)
         raise self._at(
-            node, f"{_dotted(path)}: '<<' must be followed by a mapping or a list of them"
+            node,
+            f"{_dotted(path)}: '<<' must be followed by a mapping or a list of them",
         )
 
     def _key(self, node: yaml.Node, path: KeyPath) -> str:
         # Keys are names: 'on', 'yes' or '1' stay text instead of becoming bool/int.
         if not isinstance(node, yaml.ScalarNode):
             raise self._at(
-                node, f"{_dotted(path)}: keys must be plain names, not a mapping or list"
+                node,
+                f"{_dotted(path)}: keys must be plain names, not a mapping or list",
             )
         return str(node.value)
 
@@ -405,10 +408,12 @@ class _YamlReader:
             return constructor(_CONSTRUCTOR, yaml.ScalarNode(tag, text))
         except (ValueError, KeyError):
             kind = tag.removeprefix(_TAG)
-            raise self._at(node, f"{_dotted(path)}: {text!r} is not a valid {kind}") from None
+            message = f"{_dotted(path)}: {text!r} is not a valid {kind}"
+            raise self._at(node, message) from None
 
     def _unsupported_tag(self, node: yaml.Node, path: KeyPath) -> ConfigError:
-        shown = "!!" + node.tag.removeprefix(_TAG) if node.tag.startswith(_TAG) else node.tag
+        tag = node.tag
+        shown = "!!" + tag.removeprefix(_TAG) if tag.startswith(_TAG) else tag
         return self._at(
             node, f"{_dotted(path)}: unsupported YAML tag {shown}; remove the tag"
         )
@@ -702,7 +707,8 @@ class _OptionParser:
         self._trace = trace
 
     def dataclass(self, schema: type[T], values: Mapping[str, Any], path: KeyPath) -> T:
-        fields = {f.name: f for f in dataclasses.fields(schema) if f.init}  # type: ignore[arg-type]
+        every = dataclasses.fields(schema)  # type: ignore[arg-type]
+        fields = {f.name: f for f in every if f.init}
         hints = self._hints(schema)
         for key in values:
             if key not in fields:
@@ -710,7 +716,9 @@ class _OptionParser:
                     f"{_dotted(path)}: unknown key {key!r}{_suggest(key, list(fields))}"
                 )
 
-        missing = [name for name, f in fields.items() if name not in values and _required(f)]
+        missing = [
+            name for name, f in fields.items() if name not in values and _required(f)
+        ]
         if missing:
             raise self._trace.key_location(path).error(
                 f"{_dotted(path)}: missing required key "
@@ -724,7 +732,8 @@ class _OptionParser:
         try:
             return schema(**kwargs)
         except ValueError as exc:
-            raise self._trace.key_location(path).error(f"{_dotted(path)}: {exc}") from None
+            where = self._trace.key_location(path)
+            raise where.error(f"{_dotted(path)}: {exc}") from None
 
     def _hints(self, schema: type[Any]) -> dict[str, Any]:
         try:
@@ -737,7 +746,7 @@ class _OptionParser:
     def value(
         self, value: Any, tp: Any, path: KeyPath, field: dataclasses.Field[Any]
     ) -> Any:
-        """``value`` converted to ``tp``; ConfigError at ``path`` when it does not fit."""
+        """``value`` converted to ``tp``; ConfigError at ``path`` if it does not fit."""
         origin = get_origin(tp)
         if tp is Any:
             return copy.deepcopy(value)
@@ -772,9 +781,11 @@ class _OptionParser:
         members = get_args(tp)
         if value is None and type(None) in members:
             return None
-        for member in members:
-            if member is type(None):
-                continue
+        others = [member for member in members if member is not type(None)]
+        if len(others) == 1 and _is_structured(others[0]):
+            # A list or mapping is checked item by item: the item's error is precise.
+            return self.value(value, others[0], path, field)
+        for member in others:
             try:
                 return self.value(value, member, path, field)
             except ConfigError:
@@ -797,7 +808,9 @@ class _OptionParser:
             ]
         else:
             item_tp = args[0] if args else Any
-            items = [self.value(v, item_tp, (*path, i), field) for i, v in enumerate(value)]
+            items = [
+                self.value(v, item_tp, (*path, i), field) for i, v in enumerate(value)
+            ]
         return tuple(items) if outer is tuple else items
 
     def _mapping(
@@ -808,7 +821,9 @@ class _OptionParser:
         args = get_args(tp)
         key_tp, item_tp = args if args else (Any, Any)
         return {
-            self.value(k, key_tp, (*path, k), field): self.value(v, item_tp, (*path, k), field)
+            self.value(k, key_tp, (*path, k), field): self.value(
+                v, item_tp, (*path, k), field
+            )
             for k, v in value.items()
         }
 
@@ -816,8 +831,15 @@ class _OptionParser:
         self, value: Any, tp: Any, path: KeyPath, field: dataclasses.Field[Any]
     ) -> ConfigError:
         shown = "***" if _is_secret(path) else _show(value)
-        message = f"{_dotted(path)}: expected {_type_name(tp)}, got {_kind(value)} ({shown})"
+        expected = _type_name(tp)
+        message = f"{_dotted(path)}: expected {expected}, got {_kind(value)} ({shown})"
         return self._trace.value_location(path).error(_with_help(message, field))
+
+
+def _is_structured(tp: Any) -> bool:
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return True
+    return (get_origin(tp) or tp) in (list, tuple, dict, Mapping)
 
 
 def _required(field: dataclasses.Field[Any]) -> bool:
@@ -850,7 +872,9 @@ def _type_name(tp: Any) -> str:
             return f"list of {len(args)} ({', '.join(_type_name(a) for a in args)})"
         return f"list of {_type_name(args[0])}" if args else "list"
     if origin in (dict, Mapping) or tp is dict:
-        return f"mapping of {_type_name(args[0])} to {_type_name(args[1])}" if args else "mapping"
+        if not args:
+            return "mapping"
+        return f"mapping of {_type_name(args[0])} to {_type_name(args[1])}"
     if tp is Path:
         return "path (str)"
     return getattr(tp, "__name__", repr(tp))
@@ -957,7 +981,7 @@ class AgentConfig:
         return str(self.data[concern]["backend"])
 
     def options(self, section: str) -> Options:
-        """The options of a concern's section (or of ``inputs``), without ``backend``."""
+        """The options of a concern's section, or of ``inputs``; no ``backend``."""
         if section not in (*CONCERNS, "inputs"):
             raise ConfigError(
                 f"no options section {section!r}; one of {', '.join(CONCERNS)}, inputs"
@@ -982,7 +1006,7 @@ class AgentConfig:
         return self._trace.key_location(tuple(path)).as_tuple()
 
     def provenance(self, path: KeyPath) -> str:
-        """Where the value at ``path`` came from: ``file:line``, ``default``, ``env X``."""
+        """Where the value at ``path`` came from: ``file:line``, ``default``, env."""
         path = tuple(path)
         if not _has_path(self.data, path):
             raise ConfigError(f"{_dotted(path)}: no such setting in the configuration")

@@ -53,7 +53,11 @@ def raises_at(
 
 class _RaisesAt:
     def __init__(
-        self, source: str, line: int | None, column: int | None, fragments: tuple[str, ...]
+        self,
+        source: str,
+        line: int | None,
+        column: int | None,
+        fragments: tuple[str, ...],
     ) -> None:
         self.expected = (source, line, column)
         self.fragments = fragments
@@ -88,7 +92,8 @@ def test_defaults_when_nothing_is_configured() -> None:
 
     assert config.source == "<defaults>"
     assert config.data == DEFAULT_DATA
-    assert [config.backend(c) for c in CONCERNS] == ["mlflow", "mlflow", "pytorch", "mlflow"]
+    backends = [config.backend(concern) for concern in CONCERNS]
+    assert backends == ["mlflow", "mlflow", "pytorch", "mlflow"]
     assert config.allow is None
     assert config.block == ()
 
@@ -165,6 +170,12 @@ def test_unknown_section_without_a_close_name_lists_valid_keys() -> None:
 def test_section_must_be_a_mapping() -> None:
     with raises_at("s.yaml", 2, 11, "registry: expected mapping, got list (['a'])"):
         load_config_text("tracking: {}\nregistry: [a]\n", "s.yaml")
+
+
+@pytest.mark.parametrize("section", ["inputs", "plugins", "client"])
+def test_every_section_must_be_a_mapping(section: str) -> None:
+    with raises_at("s.yaml", 1, len(section) + 3, f"{section}: expected mapping"):
+        load_config_text(f"{section}: text\n", "s.yaml")
 
 
 def test_top_level_must_be_a_mapping() -> None:
@@ -305,6 +316,33 @@ def test_anchors_and_merge_keys() -> None:
     assert config.position(("inputs", "copy", "a")) == ("a.yaml", 2, 16)
 
 
+def test_alias_expansion_is_bounded() -> None:
+    lines = ["inputs:", "  l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]
+    for level in range(1, 7):
+        aliases = ", ".join([f"*l{level - 1}"] * 10)
+        lines.append(f"  l{level}: &l{level} [{aliases}]")
+
+    with pytest.raises(ConfigError, match="too many values"):
+        load_config_text("\n".join(lines) + "\n", "bomb.yaml")
+
+
+def test_explicit_tag_with_a_bad_value() -> None:
+    with raises_at("i.yaml", 2, 9, "inputs.size: 'ten' is not a valid int"):
+        load_config_text("inputs:\n  size: !!int ten\n", "i.yaml")
+
+
+def test_positions_of_list_items_and_sections() -> None:
+    text = "plugins:\n  block:\n    - one\n    - two\n"
+
+    config = load_config_text(text, "l.yaml")
+
+    assert config.position(("plugins", "block", 1)) == ("l.yaml", 4, 7)
+    assert config.position(("plugins",)) == ("l.yaml", 1, 1)
+    assert config.provenance(("plugins", "block", 1)) == "l.yaml:4"
+    with pytest.raises(ConfigError, match="no such setting"):
+        config.provenance(("plugins", "allow"))
+
+
 def test_recursive_alias_is_rejected() -> None:
     # The anchored node is where the loop starts.
     with raises_at("r.yaml", 2, 6, "inputs.a[0]: an alias refers to its own parent"):
@@ -348,7 +386,10 @@ def test_omitted_backend_means_the_default_backend() -> None:
 
 
 def test_other_backend_does_not_inherit_default_options() -> None:
-    text = "configuration:\n  backend: custom\n  endpoint: x\nregistry:\n  backend: sklearn\n"
+    text = (
+        "configuration:\n  backend: custom\n  endpoint: x\n"
+        "registry:\n  backend: sklearn\n"
+    )
 
     config = load_config_text(text, "o.yaml")
 
@@ -372,7 +413,7 @@ def test_plugins_allow_and_block() -> None:
 
 
 def test_unknown_plugins_key_suggests() -> None:
-    with raises_at("p.yaml", 2, 3, "plugins: unknown key 'alow'", "did you mean 'allow'?"):
+    with raises_at("p.yaml", 2, 3, "plugins: unknown key 'alow'", "mean 'allow'?"):
         load_config_text("plugins:\n  alow: [a]\n", "p.yaml")
 
 
@@ -398,7 +439,9 @@ def test_config_from_dict_validates_and_interpolates(
     config = config_from_dict({"tracking": {"size": "${N}", "path": Path("/tmp/x")}})
 
     assert config.source == "<dict>"
-    assert config.data["tracking"] == {"backend": "mlflow", "size": "12", "path": "/tmp/x"}
+    assert config.data["tracking"] == {
+        "backend": "mlflow", "size": "12", "path": "/tmp/x",
+    }
     assert config.position(("tracking", "size")) == ("<dict>", None, None)
     assert config.provenance(("tracking", "size")) == "env N (<dict>)"
 
@@ -472,14 +515,20 @@ def test_non_utf8_file_is_an_error(tmp_path: Path) -> None:
         load_config(path)
 
 
-def test_source_is_logged_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_source_is_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = write(tmp_path, "tracking: {}\n", "logged-once.yaml")
 
     with caplog.at_level(logging.INFO, logger="mlflow_agent_core.config"):
         load_config(path)
         load_config(path)
 
-    messages = [r.getMessage() for r in caplog.records if "logged-once" in r.getMessage()]
+    messages = [
+        record.getMessage()
+        for record in caplog.records
+        if "logged-once" in record.getMessage()
+    ]
     assert messages == [f"Using agent configuration from {path}"]
 
 
@@ -494,7 +543,7 @@ class Retry:
 
 @dataclass
 class Everything:
-    name: str
+    name: str = "run"
     flag: bool = False
     count: int = 0
     ratio: float = 1.0
@@ -505,6 +554,17 @@ class Everything:
     headers: dict[str, str] = field(default_factory=dict)
     retry: Retry = field(default_factory=Retry)
     limit: int | None = field(default=None, metadata={"help": "max points per batch"})
+    backup: Retry | None = None
+    pair: tuple[str, int] = ("a", 1)
+    either: int | str = 0
+    anything: Any = None
+
+
+@dataclass
+class Required:
+    name: str = field(metadata={"help": "the run's name"})
+    size: int
+    flag: bool = False
 
 
 def tracking_options(body: str) -> Options:
@@ -526,6 +586,10 @@ def test_parse_every_supported_type(monkeypatch: pytest.MonkeyPatch) -> None:
         "  headers: {h: v}\n"
         "  retry: {attempts: 5}\n"
         "  limit: null\n"
+        "  backup: {backoff: 1}\n"
+        "  pair: [b, '2']\n"
+        "  either: text\n"
+        "  anything: {x: [1]}\n"
     )
 
     parsed = options.parse(Everything)
@@ -533,7 +597,8 @@ def test_parse_every_supported_type(monkeypatch: pytest.MonkeyPatch) -> None:
     assert parsed == Everything(
         name="run", flag=True, count=7, ratio=2.0, folder=Path("/home/someone/spool"),
         mode="async", tags=["a", "b"], names=("c",), headers={"h": "v"},
-        retry=Retry(attempts=5), limit=None,
+        retry=Retry(attempts=5), limit=None, backup=Retry(backoff=1.0),
+        pair=("b", 2), either="text", anything={"x": [1]},
     )
     assert type(parsed.ratio) is float
 
@@ -541,44 +606,45 @@ def test_parse_every_supported_type(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_parse_accepts_env_strings_for_bool(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("B", "Yes")
 
-    parsed = tracking_options("  name: n\n  flag: '${B}'\n").parse(Everything)
+    parsed = tracking_options("  flag: '${B}'\n").parse(Everything)
 
     assert parsed.flag is True
 
 
 @pytest.mark.parametrize(
-    ("line", "column", "body", "fragments"),
+    ("column", "body", "fragments"),
     [
-        (3, 9, "  flag: 'yes'\n", ("tracking.flag: expected bool, got str ('yes')",)),
-        (3, 9, "  flag: 1\n", ("tracking.flag: expected bool, got int (1)",)),
-        (3, 10, "  count: true\n", ("tracking.count: expected int, got bool (True)",)),
-        (3, 10, "  count: 1.5\n", ("expected int, got float (1.5)",)),
-        (3, 10, "  ratio: abc\n", ("tracking.ratio: expected float, got str ('abc')",)),
-        (3, 9, "  name: 5\n", ("tracking.name: expected str, got int (5)",)),
-        (3, 9, "  mode: fast\n", ("expected one of 'sync', 'async', got str ('fast')",)),
-        (3, 11, "  folder: 3\n", ("expected path (str) or null, got int (3)",)),
-        (3, 9, "  tags: a\n", ("tracking.tags: expected list of str, got str ('a')",)),
-        (3, 13, "  tags: [a, 2]\n", ("tracking.tags[1]: expected str, got int (2)",)),
-        (3, 16, "  headers: {h: 1}\n", ("tracking.headers.h: expected str",)),
-        (3, 10, "  retry: 3\n", ("tracking.retry: expected mapping, got int (3)",)),
+        (9, "flag: 'yes'", ("tracking.flag: expected bool, got str ('yes')",)),
+        (9, "flag: 1", ("tracking.flag: expected bool, got int (1)",)),
+        (10, "count: true", ("tracking.count: expected int, got bool (True)",)),
+        (10, "count: 1.5", ("tracking.count: expected int, got float (1.5)",)),
+        (10, "ratio: abc", ("tracking.ratio: expected float, got str ('abc')",)),
+        (9, "name: 5", ("tracking.name: expected str, got int (5)",)),
+        (9, "mode: fast", ("expected one of 'sync', 'async', got str ('fast')",)),
+        (11, "folder: 3", ("tracking.folder: expected path (str) or null, got int",)),
+        (11, "folder: ''", ("tracking.folder: expected path (str) or null, got str",)),
+        (9, "tags: a", ("tracking.tags: expected list of str, got str ('a')",)),
+        (13, "tags: [a, 2]", ("tracking.tags[1]: expected str, got int (2)",)),
+        (16, "headers: {h: 1}", ("tracking.headers.h: expected str, got int (1)",)),
+        (12, "headers: [h]", ("expected mapping of str to str, got list (['h'])",)),
+        (10, "retry: 3", ("tracking.retry: expected mapping, got int (3)",)),
+        (21, "retry: {attempts: x}", ("tracking.retry.attempts: expected int",)),
         (
-            3, 21, "  retry: {attempts: x}\n",
-            ("tracking.retry.attempts: expected int, got str ('x')",),
-        ),
-        (
-            3, 10, "  limit: lots\n",
+            10, "limit: lots",
             ("tracking.limit: expected int or null", "(limit: max points per batch)"),
         ),
+        (22, "backup: {attempts: x}", ("tracking.backup.attempts: expected int",)),
+        (9, "pair: [a]", ("tracking.pair: expected list of 2 (str, int), got list",)),
+        (13, "pair: [a, b]", ("tracking.pair[1]: expected int, got str ('b')",)),
+        (11, "either: [1]", ("tracking.either: expected int or str, got list",)),
     ],
 )
 def test_parse_type_errors_point_at_the_value(
-    line: int, column: int, body: str, fragments: tuple[str, ...]
+    column: int, body: str, fragments: tuple[str, ...]
 ) -> None:
-    options = tracking_options("  name: n\n" + body if "name:" not in body else body)
-    if "name:" not in body:
-        line += 1
+    options = tracking_options(f"  {body}\n")
 
-    with raises_at("o.yaml", line, column, *fragments):
+    with raises_at("o.yaml", 3, column, *fragments):
         options.parse(Everything)
 
 
@@ -602,15 +668,18 @@ def test_parse_unknown_nested_key() -> None:
 def test_parse_missing_required_key_points_at_the_section() -> None:
     options = tracking_options("  flag: true\n")
 
-    with raises_at("o.yaml", 1, 1, "tracking: missing required key 'name'"):
-        options.parse(Everything)
+    with raises_at(
+        "o.yaml", 1, 1,
+        "tracking: missing required key 'name' (name: the run's name); 'size'",
+    ):
+        options.parse(Required)
 
 
 def test_parse_missing_key_in_a_default_section_points_at_the_defaults() -> None:
     options = load_config_text("", "empty.yaml").options("tracking")
 
     with raises_at("<defaults>", 7, 1, "missing required key 'name'"):
-        options.parse(Everything)
+        options.parse(Required)
 
 
 def test_parse_reports_post_init_value_errors() -> None:
@@ -648,7 +717,9 @@ def test_options_error_and_position() -> None:
     assert options.position("name") == ("o.yaml", 3, 3)
     assert options.position("absent") == ("o.yaml", 1, 1)
     error = options.error("name", "must not be 'n'; pick a longer name")
-    assert str(error) == "o.yaml:3:3: tracking.name: must not be 'n'; pick a longer name"
+    assert str(error) == (
+        "o.yaml:3:3: tracking.name: must not be 'n'; pick a longer name"
+    )
 
 
 def test_options_is_read_only() -> None:
@@ -697,20 +768,37 @@ def test_inputs_options_even_when_absent() -> None:
         config.options("plugins")
 
 
-def test_standalone_options_for_backend_tests() -> None:
-    options = Options({"count": "4"}, section="tracking")
-
-    assert dataclasses.asdict(options.parse(Retry_)) == {"count": 4}
-    assert options.position("count") == ("<dict>", None, None)
-
-
 @dataclass
-class Retry_:
+class Count:
     count: int
 
 
+def test_standalone_options_for_backend_tests() -> None:
+    options = Options({"count": "4"}, section="tracking")
+
+    assert dataclasses.asdict(options.parse(Count)) == {"count": 4}
+    assert options.position("count") == ("<dict>", None, None)
+    with raises_at("<dict>", None, None, "tracking.count: expected int"):
+        Options({"count": "four"}, section="tracking").parse(Count)
+
+
+def test_dict_env_strings_count_as_bools(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("B", "no")
+    config = config_from_dict({"tracking": {"flag": "${B}", "other": "no"}})
+
+    @dataclass
+    class Flags:
+        flag: bool = True
+        other: bool = True
+
+    with raises_at("<dict>", None, None, "tracking.other: expected bool"):
+        config.options("tracking").parse(Flags)
+    parsed = config_from_dict({"tracking": {"flag": "${B}"}}).options("tracking")
+    assert parsed.parse(Flags).flag is False
+
+
 def test_agent_config_repr_and_redacted() -> None:
-    config = config_from_dict({"configuration": {"password": "pw", "backend": "mlflow"}})
+    config = config_from_dict({"configuration": {"password": "pw"}})
 
     assert "pw" not in repr(config)
     assert config.redacted()["configuration"]["password"] == "***"
