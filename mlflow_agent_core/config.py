@@ -391,8 +391,10 @@ class _YamlReader:
         if used:
             trace.env[path] = used
         if node.style is None and id(node) not in self._explicit_tags:
+            # Typed as if written in the file: "${N:-3}" is 3, "${B:-true}" is True.
             tag = _CONSTRUCTOR.resolve(yaml.ScalarNode, text, (True, False))
-            return self._construct(node, tag, text, path)
+            if tag in _CONSTRUCTED_TAGS:
+                return self._construct(node, tag, text, path)
         return text
 
     def _construct(
@@ -508,6 +510,7 @@ def _check_section(name: str, section: Any, trace: _Trace) -> dict[str, Any]:
                 f"{name}.backend: expected the name of a backend (str), got "
                 f"{_kind(backend)} ({_show(backend)})"
             )
+        section["backend"] = backend.strip()
     if name == "plugins":
         _check_plugins(section, trace)
     return section

@@ -268,6 +268,7 @@ def test_plain_scalars_are_retyped_after_interpolation(
         "  quoted: '${N:-3}'\n"
         "  double: \"${X:-true}\"\n"
         "  tagged: !!str ${N:-4}\n"
+        "  merge: ${X:-<<}\n"
         "  block: |\n"
         "    ${N:-5}\n"
     )
@@ -283,6 +284,7 @@ def test_plain_scalars_are_retyped_after_interpolation(
         "quoted": "3",
         "double": "true",
         "tagged": "4",
+        "merge": "<<",
         "block": "5\n",
     }
     assert type(inputs["count"]) is int
@@ -388,7 +390,7 @@ def test_omitted_backend_means_the_default_backend() -> None:
 def test_other_backend_does_not_inherit_default_options() -> None:
     text = (
         "configuration:\n  backend: custom\n  endpoint: x\n"
-        "registry:\n  backend: sklearn\n"
+        "registry:\n  backend: ' sklearn '\n"
     )
 
     config = load_config_text(text, "o.yaml")
