@@ -127,6 +127,7 @@ __all__ = [
     "InputPolicy",
     "InputValidator",
     "ParamBatch",
+    "PolicyError",
     "normalize_step",
 ]
 
@@ -172,6 +173,14 @@ _KEY_FIX = (
 KeyKind = Literal["metric", "param", "tag"]
 
 
+class PolicyError(ConfigError, ValueError):
+    """A bad :class:`InputPolicy` value.
+
+    Also a ``ValueError`` so that ``Options.parse`` re-raises it with the file,
+    line and column of the ``inputs:`` section.
+    """
+
+
 @dataclass(frozen=True)
 class InputPolicy:
     """The ``inputs:`` section of ``agent.yaml``: how borderline values are treated."""
@@ -214,8 +223,8 @@ class InputPolicy:
             choices = get_args(hint) if get_origin(hint) is Literal else ()
             value = getattr(self, each.name)
             if choices and value not in choices:
-                raise ConfigError(
-                    f"inputs.{each.name}: {value!r} is not one of "
+                raise PolicyError(
+                    f"{each.name} {value!r} is not one of "
                     f"{', '.join(map(repr, choices))}; pick one of those"
                 )
         self._check_separator()
@@ -231,8 +240,8 @@ class InputPolicy:
             or sep.endswith("/")
         )
         if bad:
-            raise ConfigError(
-                f"inputs.param_separator: {sep!r} cannot join keys; use a non-empty "
+            raise PolicyError(
+                f"param_separator {sep!r} cannot join keys; use a non-empty "
                 f"string of {KEY_CHARACTERS_TEXT} that neither starts nor ends with "
                 "'/' or whitespace, such as '.'"
             )

@@ -97,8 +97,20 @@ def test_bad_policy_values_raise_config_error(bad: dict[str, str]) -> None:
     with pytest.raises(ConfigError) as caught:
         InputPolicy(**bad)  # type: ignore[arg-type]
 
-    assert f"inputs.{name}" in str(caught.value)
-    assert repr(value) in str(caught.value)
+    assert f"{name} {value!r}" in str(caught.value)
+
+
+def test_policy_errors_point_at_agent_yaml(tmp_path: Path) -> None:
+    from mlflow_agent_core.config import load_config
+
+    path = tmp_path / "agent.yaml"
+    path.write_text("inputs:\n  keys: sanitize\n  param_separator: ':'\n")
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(path).options("inputs").parse(InputPolicy)
+
+    assert str(caught.value).startswith(f"{path}:")
+    assert "param_separator ':'" in str(caught.value)
 
 
 def test_importing_validation_loads_no_heavy_library() -> None:
