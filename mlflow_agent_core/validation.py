@@ -765,6 +765,11 @@ class InputValidator:
         self, key: str, value: object, step: object | None, timestamp_ms: int
     ) -> MetricPoint | None:
         """One metric point, or None when a non-finite value is skipped."""
+        if not isinstance(key, str):
+            # Checked first: an unhashable key could not even go into a mapping.
+            raise InvalidInputError(
+                f"metric key {_show(key)} is not a str; pass a string key"
+            )
         points = self.metrics({key: value}, step, timestamp_ms)
         return points[0] if points else None
 
