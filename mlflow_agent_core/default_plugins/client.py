@@ -69,6 +69,7 @@ STAGES = ("None", "Staging", "Production", "Archived")
 _STAGE_BY_LOWER = {stage.lower(): stage for stage in STAGES}
 _ALIAS_PATTERN = re.compile(r"^[\w\-]+$")
 _USERINFO = re.compile(r"^([A-Za-z][\w+.-]*://)[^/@]*@")
+_USERINFO_ANYWHERE = re.compile(r"([A-Za-z][\w+.-]*://)[^/@\s]*@")
 _NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST"})
 # The sqlalchemy store reports an unknown alias as a bad parameter, not a 404.
 _ALIAS_NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
@@ -168,11 +169,11 @@ def parse_model_uri(uri: object) -> ModelRef:
 
 
 def _uri_path(uri: str) -> str:
+    if uri != uri.strip() or any(c in uri for c in "?#"):
+        raise _bad_uri(uri, "it has surrounding spaces, a query or a fragment")
     scheme, sep, rest = uri.partition(":")
     if not sep or scheme.lower() != "models":
         raise _bad_uri(uri, "only models:/ URIs are loaded through the registry")
-    if uri != uri.strip() or any(c in rest for c in "?#"):
-        raise _bad_uri(uri, "it has surrounding spaces, a query or a fragment")
     if rest.startswith("//"):
         raise _bad_uri(uri, "models: takes one slash (models:/name/1), not two")
     if not rest.startswith("/") or len(rest) == 1:
@@ -235,6 +236,21 @@ def redact_uri(uri: str) -> str:
     """``uri`` without user, password or query, fit for messages and logs."""
     without_user = _USERINFO.sub(r"\1", uri)
     return without_user.split("?", 1)[0].split("#", 1)[0]
+
+
+def _scrub(text: str, limit: int = 300) -> str:
+    """An MLflow error text without credentials in URLs, cut to ``limit``."""
+    text = _USERINFO_ANYWHERE.sub(r"\1", text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _unreachable_reason(text: str) -> str:
+    lowered = text.lower()
+    if "connection refused" in lowered:
+        return "connection refused"
+    if "timed out" in lowered or "timeout" in lowered:
+        return "timed out"
+    return _scrub(text)
 
 
 class MlflowClientStrategy:
@@ -376,7 +392,7 @@ class MlflowClientStrategy:
         where = redact_uri(self._uris()[1])
         status = _http_status(exc)
         code = getattr(exc, "error_code", None)
-        detail = getattr(exc, "message", None) or str(exc)
+        detail = _scrub(getattr(exc, "message", None) or str(exc))
         if code in _AUTH_CODES or status in (401, 403):
             return AuthError(
                 f"{action}: the registry at {where} refused the credentials "
@@ -386,7 +402,8 @@ class MlflowClientStrategy:
             )
         if _is_unreachable(exc, status):
             return ServerUnavailableError(
-                f"{action}: the registry at {where} could not be reached ({detail}). "
+                f"{action}: the registry at {where} could not be reached "
+                f"({_unreachable_reason(detail)}). "
                 "Check that the server is running and the URI is right; "
                 "MLFLOW_HTTP_REQUEST_TIMEOUT and MLFLOW_HTTP_REQUEST_MAX_RETRIES "
                 "set how long to wait."
