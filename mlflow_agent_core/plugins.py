@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -21,6 +20,7 @@ import pluggy
 from . import hookspecs
 from .errors import ConfigError, PluginError
 from .hookspecs import CONCERNS, PROJECT, StrategyFactory
+from .logs import StderrHandler
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
@@ -207,7 +207,7 @@ class PluginHost:
             kwargs = {"register": register}
             self._trace_call("mlflow_agent_register_strategies", plugin.name, kwargs)
             try:
-                impl.function(*[kwargs[arg] for arg in impl.argnames])
+                result = impl.function(*[kwargs[arg] for arg in impl.argnames])
             except PluginError:
                 raise
             except Exception as exc:
@@ -215,6 +215,7 @@ class PluginHost:
                     f"plugin {plugin.label} failed in "
                     f"mlflow_agent_register_strategies: {type(exc).__name__}: {exc}"
                 ) from exc
+            self._trace("mlflow_agent_register_strategies returned %r", result)
 
     def _register_callback(self, plugin: PluginInfo) -> Callable[..., None]:
         def register(concern: str, name: str, factory: StrategyFactory) -> None:
@@ -245,6 +246,9 @@ class PluginHost:
                 f"backend {name!r}. Uninstall or block one of them"
             )
         self._registrations[key] = Registration(concern, name, factory, plugin)
+        self._trace(
+            "%s registered %s backend %r: %r", plugin.name, concern, name, factory
+        )
 
     def strategies(self, concern: str) -> Mapping[str, Registration]:
         """Every backend registered for ``concern``, by name."""
@@ -303,7 +307,7 @@ class PluginHost:
 
     def _enable_tracing(self) -> None:
         if not trace_logger.handlers:
-            handler = logging.StreamHandler(sys.stderr)
+            handler = StderrHandler()
             handler.setFormatter(logging.Formatter("mlflow-agent trace: %(message)s"))
             trace_logger.addHandler(handler)
             trace_logger.setLevel(logging.DEBUG)
@@ -324,8 +328,11 @@ class PluginHost:
         self._tracing = True
 
     def _trace_call(self, hook: str, plugin: str, kwargs: Mapping[str, Any]) -> None:
+        self._trace("call %s(%s) -> [%s]", hook, _args(kwargs), plugin)
+
+    def _trace(self, message: str, *args: Any) -> None:
         if getattr(self, "_tracing", False):
-            trace_logger.debug("call %s(%s) -> [%s]", hook, _args(kwargs), plugin)
+            trace_logger.debug(message, *args)
 
 
 def _args(kwargs: Mapping[str, Any]) -> str:
