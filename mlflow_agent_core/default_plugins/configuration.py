@@ -96,24 +96,50 @@ def _absolute_sqlite(uri: str) -> str:
     return f"{resolved}?{query}" if query else resolved
 
 
+@dataclass(frozen=True)
+class ResolvedConfiguration:
+    """The options after checking: resolved URIs, the experiment, credentials."""
+
+    tracking_uri: str
+    registry_uri: str | None
+    experiment: str
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    token: str | None = field(default=None, repr=False)
+
+
 class MlflowConfiguration:
     """Resolves the URIs and experiment, and applies them to MLflow."""
 
     def __init__(self, *, agent: MLFlowAgent, options: Options) -> None:
         self._agent = agent
+        resolved = self.check_options(options)
+        self._experiment = resolved.experiment
+        self._tracking_uri = resolved.tracking_uri
+        self._registry_override = resolved.registry_uri
+        self._apply_credentials(resolved)
+        self._apply()
+
+    @classmethod
+    def check_options(cls, options: Options) -> ResolvedConfiguration:
+        """Validate and resolve the options without touching MLflow or the disk."""
         parsed = options.parse(ConfigurationOptions)
-        self._experiment = parsed.experiment.strip()
-        if not self._experiment:
+        experiment = parsed.experiment.strip()
+        if not experiment:
             raise options.error("experiment", "the experiment name is empty")
 
-        self._tracking_uri = self._resolve(options, "tracking_uri", parsed.tracking_uri)
-        self._registry_override = (
-            None
-            if parsed.registry_uri is None
-            else self._resolve(options, "registry_uri", parsed.registry_uri)
+        return ResolvedConfiguration(
+            tracking_uri=cls._resolve(options, "tracking_uri", parsed.tracking_uri),
+            registry_uri=(
+                None
+                if parsed.registry_uri is None
+                else cls._resolve(options, "registry_uri", parsed.registry_uri)
+            ),
+            experiment=experiment,
+            username=parsed.username,
+            password=parsed.password,
+            token=parsed.token,
         )
-        self._apply_credentials(parsed)
-        self._apply()
 
     @staticmethod
     def _resolve(options: Options, key: str, uri: str) -> str:
@@ -158,7 +184,7 @@ class MlflowConfiguration:
         mlflow.set_registry_uri(self.registry_uri)
 
     @staticmethod
-    def _apply_credentials(parsed: ConfigurationOptions) -> None:
+    def _apply_credentials(parsed: ResolvedConfiguration) -> None:
         # MLflow reads credentials from the environment on every request.
         for option, variable in CREDENTIAL_ENV.items():
             value: Any = getattr(parsed, option)
