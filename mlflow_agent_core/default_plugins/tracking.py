@@ -171,6 +171,9 @@ class _Target:
 class MlflowTracking:
     """Tracking through MLflow, with the writer and spool described above."""
 
+    # For `mlflow-agent config check`: the options without starting a writer.
+    check_options = staticmethod(parse_options)
+
     def __init__(self, *, agent: MLFlowAgent, options: Options) -> None:
         self._agent = agent
         self.options = parse_options(options)
