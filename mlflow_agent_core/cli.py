@@ -15,6 +15,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -450,6 +451,114 @@ def doctor(as_json: bool, config_path: str | None, timeout: float) -> None:
             click.echo(f"  {status:<4}  {finding.check:<9} {finding.detail}")
     if not report.ok:
         _fail()
+
+
+# sync
+
+
+@main.command()
+@click.option(
+    "--spool-dir", type=click.Path(file_okay=False), default=None,
+    help="Spool root (default: tracking.spool_dir of the config, else "
+    "~/.cache/mlflow-agent/spool).",
+)
+@click.option(
+    "--tracking-uri", default=None,
+    help="Send only what was spooled for this URI (default: every URI).",
+)
+@click.option(
+    "--give-up-after", type=click.FloatRange(min=0), default=30.0,
+    show_default=True,
+    help="Seconds to keep retrying a server that stops answering mid-way.",
+)
+@json_option
+@config_option
+def sync(
+    spool_dir: str | None,
+    tracking_uri: str | None,
+    give_up_after: float,
+    as_json: bool,
+    config_path: str | None,
+) -> None:
+    """Send what the tracking backend spooled while the server was unreachable.
+
+    Shows a progress bar and a summary; exits 1 when anything could not be
+    sent (server unreachable, records refused) or is left behind.
+    """
+    from .doctor import spool_backlog
+    from .sync import sync_spool
+
+    root = spool_dir if spool_dir is not None else _configured_spool_dir(config_path)
+    total = sum(b.waiting for b in spool_backlog(root, tracking_uri))
+    progress = _SyncBar(total, enabled=not as_json)
+    with progress:
+        report = sync_spool(
+            root, tracking_uri, progress=progress.update, give_up_after=give_up_after
+        )
+
+    if as_json:
+        _print_json({**asdict(report), "ok": report.ok and not report.rejected})
+    else:
+        _print_sync_summary(report)
+    if not report.ok or report.rejected:
+        _fail()
+
+
+def _configured_spool_dir(config_path: str | None) -> str | None:
+    """``tracking.spool_dir`` of the configuration, when it sets one."""
+    options = _load(config_path).data.get("tracking", {})
+    value = options.get("spool_dir")
+    return value if isinstance(value, str) and value.strip() else None
+
+
+class _SyncBar:
+    """A progress bar fed by :func:`sync_spool`'s progress callback."""
+
+    def __init__(self, total: int, *, enabled: bool) -> None:
+        self._enabled = enabled and total > 0
+        self._bar: Any = click.progressbar(
+            length=max(total, 1), label="Sending spooled records", file=sys.stderr
+        )
+        self._done: dict[str, int] = {}
+
+    def __enter__(self) -> _SyncBar:
+        if self._enabled:
+            self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._enabled:
+            self._bar.__exit__(*exc_info)
+
+    def update(self, progress: Any) -> None:
+        done = progress.sent + progress.rejected
+        step = done - self._done.get(progress.source, 0)
+        self._done[progress.source] = done
+        if self._enabled and step > 0:
+            self._bar.update(step)
+
+
+def _print_sync_summary(report: Any) -> None:
+    uris = ", ".join(report.tracking_uris) or "no tracking URI"
+    if not report.replayed and not report.sent and not report.errors:
+        click.echo(f"Nothing to send in {report.spool_dir}")
+        return
+    click.echo(f"Sent {report.sent} records to {uris}")
+    if report.runs:
+        click.echo(f"Created {len(report.runs)} runs started offline:")
+        for provisional, run_id in sorted(report.runs.items()):
+            click.echo(f"    {provisional} -> {run_id}")
+    if report.rejected:
+        click.echo(
+            f"{report.rejected} records were refused by the server; they are kept in "
+            f"rejected.jsonl under {report.spool_dir}"
+        )
+    if report.remaining:
+        click.echo(f"{report.remaining} records are still waiting in the spool")
+    if report.skipped:
+        click.echo(f"{len(report.skipped)} spool files belong to running processes")
+    for error in report.errors:
+        click.echo(f"error: {_one_line(error)}", err=True)
 
 
 # models

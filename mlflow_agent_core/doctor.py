@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,16 @@ from .checks import ConfigReport, check_config
 from .config import AgentConfig
 from .redaction import redact_text
 
-__all__ = ["Finding", "DoctorReport", "run_doctor", "probe_http", "probe_sqlite"]
+__all__ = [
+    "DoctorReport",
+    "Finding",
+    "SpoolBacklog",
+    "probe_http",
+    "probe_spool",
+    "probe_sqlite",
+    "run_doctor",
+    "spool_backlog",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -79,14 +87,8 @@ class Credentials:
     token: str | None = field(default=None, repr=False)
 
 
-SpoolProbe = Callable[[ConfigReport], Finding]
-
-
 def run_doctor(
-    config: AgentConfig,
-    *,
-    timeout: float = DEFAULT_TIMEOUT,
-    spool_probe: SpoolProbe | None = None,
+    config: AgentConfig, *, timeout: float = DEFAULT_TIMEOUT
 ) -> DoctorReport:
     """Check ``config`` and probe the servers it names; never raises AgentError."""
     report = DoctorReport(config.source)
@@ -111,8 +113,7 @@ def run_doctor(
             probe_store("registry", registry_uri, credentials, timeout)
         )
 
-    if spool_probe is not None:
-        report.findings.append(spool_probe(checked))
+    report.findings.append(probe_spool(checked))
     return report
 
 
@@ -325,3 +326,100 @@ def _judge_sqlite(
             role, FAIL, f"{path}: MLflow store without registry tables", facts
         )
     return Finding(role, OK, f"{path}: MLflow store", facts)
+
+
+# The spool of the mlflow tracking backend
+
+
+def probe_spool(checked: ConfigReport) -> Finding:
+    """What the tracking backend's spool holds that no server has stored yet."""
+    check = checked.backends.get("tracking")
+    options = None if check is None else check.resolved
+    if options is None or not hasattr(options, "spool_dir"):
+        backend = "?" if check is None else check.backend
+        return Finding(
+            "spool", SKIP, f"the {backend!r} tracking backend keeps no spool"
+        )
+
+    backlogs = spool_backlog(options.spool_dir)
+    facts = {"backlog": [asdict(backlog) for backlog in backlogs]}
+    waiting = [b for b in backlogs if b.waiting]
+    if waiting:
+        where = "; ".join(
+            f"{b.waiting} for {b.tracking_uri} in {b.directory}" for b in waiting
+        )
+        return Finding(
+            "spool", FAIL,
+            f"records of processes that ended were never sent: {where}. Send them "
+            "with `mlflow-agent sync` once the server is reachable",
+            facts,
+        )
+    live = sum(b.live for b in backlogs)
+    if live:
+        return Finding(
+            "spool", OK, f"{live} records of running processes wait to be sent", facts
+        )
+    return Finding("spool", OK, "nothing waiting to be sent", facts)
+
+
+@dataclass
+class SpoolBacklog:
+    """Records of one tracking URI's spool directory not yet stored on the server.
+
+    ``waiting`` counts entities (metric points, params, tags, and one per run
+    creation, run end or artifact) of processes that are gone: ``mlflow-agent
+    sync`` sends them. ``live`` counts those of processes still running, which
+    send their own.
+    """
+
+    tracking_uri: str
+    directory: str
+    waiting: int = 0
+    live: int = 0
+    files: int = 0
+
+
+def spool_backlog(
+    root: str | os.PathLike[str] | None, tracking_uri: str | None = None
+) -> list[SpoolBacklog]:
+    """The backlog of every URI directory under ``root`` (or of one URI)."""
+    from .default_plugins import spool
+
+    base = Path(root).expanduser() if root is not None else spool.default_root()
+    if tracking_uri is not None:
+        directories = [spool.target_dir(base, tracking_uri)]
+    else:
+        directories = sorted(p for p in base.glob("*") if p.is_dir())
+
+    found = []
+    for directory in directories:
+        if not directory.is_dir():
+            continue
+        uri = spool.recorded_uri(directory) or tracking_uri or "<unknown>"
+        backlog = SpoolBacklog(spool.public_uri(uri), str(directory))
+        for family in spool.families(directory):
+            _count_family(spool, family, backlog)
+        if backlog.files:
+            found.append(backlog)
+    return found
+
+
+def _count_family(spool: Any, family: Any, backlog: SpoolBacklog) -> None:
+    entities = 0
+    position = family.acked()
+    while True:
+        records, _bad, next_position = family.read(position)
+        entities += sum(spool.record_count(r[2], r[4]) for r in records)
+        if next_position <= position:
+            break
+        position = next_position
+    if not entities:
+        return
+
+    backlog.files += 1
+    # A family whose lock can be taken belongs to a process that is gone.
+    if family.try_lock():
+        family.unlock()
+        backlog.waiting += entities
+    else:
+        backlog.live += entities
