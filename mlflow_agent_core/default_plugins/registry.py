@@ -214,7 +214,9 @@ def mlflow_requirement() -> str:
         requirement = pinned_requirement(distribution)
         if requirement is not None:
             return requirement
-    raise PluginError("neither mlflow nor mlflow-skinny is installed; pip install mlflow")
+    raise PluginError(
+        "neither mlflow nor mlflow-skinny is installed; pip install mlflow"
+    )
 
 
 @lru_cache(maxsize=1)
@@ -370,6 +372,10 @@ def _canonical_stage(stage: str) -> str:
     return canonical
 
 
+def _log_alias(alias: str, name: str, version: str) -> None:
+    logger.info("Alias %r of %r now points at version %s", alias, name, version)
+
+
 def _describe(model: object) -> str:
     cls = type(model)
     return f"{cls.__module__}.{cls.__qualname__}"
@@ -502,7 +508,9 @@ class MlflowRegistry:
             }
             uri = self.agent.configuration.registry_uri
             with _translated(f"registering model {name!r}", uri):
-                return self._log_and_register(path, name, run, version_tags, saved, options)
+                return self._log_and_register(
+                    path, name, run, version_tags, saved, options
+                )
 
     def promote(
         self,
@@ -529,7 +537,7 @@ class MlflowRegistry:
                 self._move_stage(client, current, canonical)
             if alias is not None:
                 client.set_registered_model_alias(name, alias, version)
-                logger.info("Alias %r of %r now points at version %s", alias, name, version)
+                _log_alias(alias, name, version)
             return client.get_model_version(name, version)
 
     # Registration steps
@@ -618,7 +626,9 @@ class MlflowRegistry:
         try:
             client.finalize_logged_model(model_id, LoggedModelStatus.FAILED)
         except Exception:
-            logger.debug("Could not mark logged model %s FAILED", model_id, exc_info=True)
+            logger.debug(
+                "Could not mark logged model %s FAILED", model_id, exc_info=True
+            )
 
     def _create_version(
         self,
@@ -691,7 +701,9 @@ class MlflowRegistry:
         numbers = sorted(int(v.version) for v in versions)
         return f"Existing versions: {', '.join(map(str, numbers))}"
 
-    def _move_stage(self, client: MlflowClient, current: ModelVersion, stage: str) -> None:
+    def _move_stage(
+        self, client: MlflowClient, current: ModelVersion, stage: str
+    ) -> None:
         name, version = current.name, current.version
         with _stage_warnings_hidden():
             client.transition_model_version_stage(
@@ -704,7 +716,7 @@ class MlflowRegistry:
         stage_alias = STAGE_ALIASES.get(stage)
         if stage_alias is not None:
             client.set_registered_model_alias(name, stage_alias, version)
-            logger.info("Alias %r of %r now points at version %s", stage_alias, name, version)
+            _log_alias(stage_alias, name, version)
         for alias in STAGE_ALIASES.values():
             if alias != stage_alias and alias in (current.aliases or ()):
                 client.delete_registered_model_alias(name, alias)
@@ -784,8 +796,8 @@ class AutoRegistry(MlflowRegistry):
             if unknown:
                 raise self._option_error(
                     options, "backends",
-                    f"{', '.join(map(repr, unknown))} not installed; installed registry "
-                    f"backends: {', '.join(installed) or 'none'}",
+                    f"{', '.join(map(repr, unknown))} not installed; installed "
+                    f"registry backends: {', '.join(installed) or 'none'}",
                 )
         self._order = list(chosen if chosen is not None else installed)
         if not self._order:

@@ -98,7 +98,9 @@ class PytorchRegistry(MlflowRegistry):
             )
 
         arrays = _example_arrays(input_example)
-        serialization_format = self._choose_format(model, options, input_example, arrays)
+        serialization_format = self._choose_format(
+            model, options, input_example, arrays
+        )
         with _cpu_eval_copy(model, devices) as ready:
             if serialization_format == "pt2" and arrays is not None:
                 self._save_pt2(ready, path, arrays, options)
@@ -312,7 +314,8 @@ def _example_arrays(input_example: Any) -> tuple[np.ndarray, ...] | None:
     """The example as CPU numpy arrays, or None when it is not tensors/arrays."""
     import numpy as np
 
-    items = input_example if isinstance(input_example, (tuple, list)) else (input_example,)
+    several = isinstance(input_example, (tuple, list))
+    items = input_example if several else (input_example,)
     if not items:
         return None
     arrays = []

@@ -86,14 +86,15 @@ class SklearnRegistry(MlflowRegistry):
             _FORMAT_DISTRIBUTIONS[serialization_format],
             _estimator_parts(model),
         )
-        trusted = options.skops_trusted_types or None
+        skops = serialization_format == "skops"
+        trusted = (options.skops_trusted_types or None) if skops else None
         with quiet_pickle_caution("mlflow.sklearn"):
             mlflow.sklearn.save_model(
                 model,
                 path,
                 serialization_format=serialization_format,
                 input_example=input_example,
-                skops_trusted_types=trusted if serialization_format == "skops" else None,
+                skops_trusted_types=trusted,
                 **requirements,
             )
         return SavedModel(serialization_format)
