@@ -232,7 +232,7 @@ def test_unreachable_server_is_server_unavailable() -> None:
         with pytest.raises(ServerUnavailableError) as caught:
             call()
         message = str(caught.value)
-        assert "could not be reached" in message
+        assert "could not be reached (connection refused)" in message
         assert "secret" not in message
         assert uri.replace("user:secret@", "") in message
 

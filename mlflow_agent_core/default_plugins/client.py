@@ -392,7 +392,8 @@ class MlflowClientStrategy:
         where = redact_uri(self._uris()[1])
         status = _http_status(exc)
         code = getattr(exc, "error_code", None)
-        detail = _scrub(getattr(exc, "message", None) or str(exc))
+        raw = getattr(exc, "message", None) or str(exc)
+        detail = _scrub(raw)
         if code in _AUTH_CODES or status in (401, 403):
             return AuthError(
                 f"{action}: the registry at {where} refused the credentials "
@@ -403,7 +404,7 @@ class MlflowClientStrategy:
         if _is_unreachable(exc, status):
             return ServerUnavailableError(
                 f"{action}: the registry at {where} could not be reached "
-                f"({_unreachable_reason(detail)}). "
+                f"({_unreachable_reason(raw)}). "
                 "Check that the server is running and the URI is right; "
                 "MLFLOW_HTTP_REQUEST_TIMEOUT and MLFLOW_HTTP_REQUEST_MAX_RETRIES "
                 "set how long to wait."
