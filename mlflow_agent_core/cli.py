@@ -211,10 +211,12 @@ def _selected(report: ConfigReport) -> dict[str, Any]:
     selected: dict[str, Any] = {}
     for concern, check in report.backends.items():
         registration = check.registration
+        plugin = None if registration is None else registration.plugin
         selected[concern] = {
             "backend": check.backend,
-            "plugin": None if registration is None else registration.plugin.name,
-            "provider": None if registration is None else registration.plugin.label,
+            "plugin": None if plugin is None else plugin.name,
+            "distribution": None if plugin is None else plugin.distribution,
+            "version": None if plugin is None else plugin.version,
             "options_checked": check.checked,
             "error": None if check.error is None else str(check.error),
         }
@@ -257,8 +259,7 @@ def _print_plugins(listing: Mapping[str, Any]) -> None:
         click.echo("")
         click.echo("Selected backends:")
         for concern, chosen in listing["selected"].items():
-            provider = chosen["provider"] or "MISSING"
-            click.echo(f"    {concern}: {chosen['backend']} ({provider})")
+            click.echo(f"    {concern}: {chosen['backend']} ({_provider(chosen)})")
     if listing["skipped"]:
         click.echo("")
         click.echo("Not loaded (plugins allow/block lists):")
@@ -266,6 +267,17 @@ def _print_plugins(listing: Mapping[str, Any]) -> None:
             click.echo(f"    {_plugin_title(plugin).strip()}")
     for error in listing["errors"]:
         click.echo(f"error: {error}", err=True)
+
+
+def _provider(chosen: Mapping[str, Any]) -> str:
+    from .plugins import BUILTIN
+
+    if chosen["plugin"] is None:
+        return "not available, see the error below"
+    if chosen["distribution"] == BUILTIN:
+        return "built-in"
+    version = f" {chosen['version']}" if chosen["version"] else ""
+    return f"plugin {chosen['plugin']}, {chosen['distribution']}{version}"
 
 
 def _plugin_title(plugin: Mapping[str, Any]) -> str:

@@ -84,9 +84,10 @@ def test_text_output_names_everything(
     assert result.exit_code == 0, result.output
     assert "  listed (mlflow-agent-listed 1.0.0)" in result.stdout
     assert "    registry: listed" in result.stdout
-    assert "    registry: pytorch (pytorch (distribution mlflow-agent-pytorch" in (
+    assert "    registry: pytorch (plugin pytorch, mlflow-agent-pytorch 0." in (
         result.stdout
     )
+    assert "    tracking: mlflow (built-in)" in result.stdout
 
 
 def test_a_broken_plugin_is_shown_with_its_error_and_exit_1(
