@@ -72,8 +72,10 @@ _USERINFO = re.compile(r"^([A-Za-z][\w+.-]*://)[^/@]*@")
 _USERINFO_ANYWHERE = re.compile(r"([A-Za-z][\w+.-]*://)[^/@\s]*@")
 _NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST"})
 # The sqlalchemy store reports an unknown alias as a bad parameter, not a 404.
-_ALIAS_NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
-_AUTH_CODES = frozenset({"UNAUTHENTICATED", "PERMISSION_DENIED", "CUSTOMER_UNAUTHORIZED"})
+_ALIAS_NOT_FOUND_CODES = _NOT_FOUND_CODES | {"INVALID_PARAMETER_VALUE"}
+_AUTH_CODES = frozenset(
+    {"UNAUTHENTICATED", "PERMISSION_DENIED", "CUSTOMER_UNAUTHORIZED"}
+)
 _UNAVAILABLE_STATUSES = frozenset({502, 503, 504})
 _LISTED_AT_MOST = 20
 _URI_FORMS = (
@@ -259,13 +261,7 @@ class MlflowClientStrategy:
 
     def __init__(self, *, agent: Any, options: Any) -> None:
         self._agent = agent
-        self.options: ClientOptions = options.parse(ClientOptions)
-        if self.options.cache_size < 0:
-            raise options.error(
-                "cache_size",
-                f"cache_size must be 0 or more, got {self.options.cache_size}; "
-                "0 turns the load cache off",
-            )
+        self.options: ClientOptions = self.check_options(options)
         self._clients: dict[tuple[str, str], MlflowClient] = {}
         self._cache: OrderedDict[_CacheKey, _CacheEntry] = OrderedDict()
         self._lock = threading.Lock()
@@ -273,6 +269,18 @@ class MlflowClientStrategy:
         # version must not both fetch it.
         self._fetch_lock = threading.Lock()
         self._root: Path | None = None
+
+    @classmethod
+    def check_options(cls, options: Any) -> ClientOptions:
+        """Parse and check the options without creating anything (config check)."""
+        parsed: ClientOptions = options.parse(ClientOptions)
+        if parsed.cache_size < 0:
+            raise options.error(
+                "cache_size",
+                f"cache_size must be 0 or more, got {parsed.cache_size}; "
+                "0 turns the load cache off",
+            )
+        return parsed
 
     # Resolution
 
@@ -412,7 +420,9 @@ class MlflowClientStrategy:
         if code in _NOT_FOUND_CODES or (code is None and status == 404):
             return ModelNotFoundError(f"{action}: not found at {where} ({detail})")
         if code == "INVALID_PARAMETER_VALUE":
-            return InvalidInputError(f"{action}: the registry at {where} said: {detail}")
+            return InvalidInputError(
+                f"{action}: the registry at {where} said: {detail}"
+            )
         return AgentError(f"{action} failed at {where}: {detail}")
 
     # Internals: resolution
@@ -459,7 +469,9 @@ class MlflowClientStrategy:
         only through its alias), or ModelNotFoundError listing what exists."""
         action = f"resolving {ref.describe()} of model {ref.name!r}"
         if ref.version is not None:
-            found = self._lookup(action, client.get_model_version, ref.name, ref.version)
+            found = self._lookup(
+                action, client.get_model_version, ref.name, ref.version
+            )
         elif ref.alias is not None:
             found = self._by_alias(client, ref.name, ref.alias, action)
         elif ref.stage is not None:
@@ -766,7 +778,10 @@ def _inventory(registered: RegisteredModel, versions: Sequence[ModelVersion]) ->
         for found in versions
         if found.current_stage not in (None, "None")
     )
-    return f"versions: {shown}; aliases: {aliases or 'none'}; stages: {stages or 'none'}"
+    return (
+        f"versions: {shown}; aliases: {aliases or 'none'}; "
+        f"stages: {stages or 'none'}"
+    )
 
 
 @contextmanager
