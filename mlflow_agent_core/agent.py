@@ -37,6 +37,8 @@ from .validation import InputPolicy, InputValidator
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
+    from .checks import ConfigReport
+
 logger = logging.getLogger(__name__)
 
 S = TypeVar("S")
@@ -176,6 +178,23 @@ class MLFlowAgent(metaclass=SingletonMeta):
         """The agent configured by the YAML file at ``path``."""
         agent: MLFlowAgent = cls(config=load_config(path))
         return agent
+
+    @classmethod
+    def check_config(
+        cls,
+        config: Mapping[str, Any] | AgentConfig | None = None,
+        *,
+        plugins: Iterable[object] = (),
+    ) -> ConfigReport:
+        """Check a configuration without building an agent or contacting a server.
+
+        Loads the plugins it allows, resolves every backend and has each one check
+        its options; the report lists every problem (``report.ok``, ``.errors``).
+        Errors loading the configuration itself are raised as ConfigError.
+        """
+        from .checks import check_config
+
+        return check_config(_as_config(config), plugins=plugins)
 
     @classmethod
     def current(cls) -> MLFlowAgent | None:

@@ -260,3 +260,25 @@ def test_show_as_a_subprocess_never_prints_the_token(tmp_path: Path) -> None:
     assert "token: '***'" in result.stdout
     assert TOKEN not in result.stdout + result.stderr
     assert PASSWORD not in result.stdout + result.stderr
+
+
+def test_check_config_from_python_builds_no_agent(
+    agent_config: dict[str, Any],
+) -> None:
+    from mlflow_agent_core import ConfigError, MLFlowAgent
+
+    MLFlowAgent.reset()
+    config = {
+        **agent_config,
+        "client": {"backend": "mlflow", "cache_size": -1},
+        "registry": {"backend": "nowhere"},
+    }
+
+    report = MLFlowAgent.check_config(config)
+
+    assert MLFlowAgent.current() is None
+    assert not report.ok
+    assert all(isinstance(error, ConfigError) for error in report.errors)
+    messages = " | ".join(str(error) for error in report.errors)
+    assert "registry.backend" in messages and "client.cache_size" in messages
+    assert MLFlowAgent.check_config(agent_config).ok
