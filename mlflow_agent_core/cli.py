@@ -311,7 +311,7 @@ def config_check(path: str | None, as_json: bool) -> None:
     try:
         config = _load(path)
     except ConfigError as exc:
-        _report_config_errors(path or "agent.yaml", [exc], as_json)
+        _report_config_errors(path or exc.source or "agent.yaml", [exc], as_json)
         return
     report = check_config(config)
     if report.errors:
@@ -451,9 +451,17 @@ def doctor(as_json: bool, config_path: str | None, timeout: float) -> None:
     accepts the credentials and offers a model registry, and how many records
     wait in the spool. Exits 1 on any failure.
     """
-    from .doctor import run_doctor
+    from .doctor import FAIL, DoctorReport, Finding, run_doctor
+    from .errors import ConfigError
 
-    report = run_doctor(_load(config_path), timeout=timeout)
+    try:
+        config = _load(config_path)
+    except ConfigError as exc:
+        # Still a report: a script reading --json gets the reason in the usual shape.
+        report = DoctorReport(config_path or exc.source or "agent.yaml")
+        report.findings.append(Finding("config", FAIL, _one_line(exc)))
+    else:
+        report = run_doctor(config, timeout=timeout)
     if as_json:
         _print_json(report.as_dict())
     else:

@@ -188,3 +188,14 @@ def test_accepted_credentials_pass(
     assert code == 0, report
     assert checks(report)["tracking"]["facts"]["server_version"] == mlflow.__version__
 
+
+
+def test_an_unreadable_config_is_still_a_json_report(tmp_path: Path) -> None:
+    config_file = tmp_path / "agent.yaml"
+    config_file.write_text("configuration: [\n")
+
+    code, report = doctor(config_file)
+
+    assert code == 1
+    assert report["ok"] is False
+    assert checks(report)["config"]["detail"].startswith(f"{config_file}:")
