@@ -6,14 +6,19 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import numpy as np
 import pytest
 import torch
 from mlflow import MlflowClient
 from sklearn.linear_model import LogisticRegression
 
-from mlflow_agent_core import ConfigError, InvalidInputError, MLFlowAgent
-from mlflow_agent_core.default_plugins.registry import AutoRegistry
+from mlflow_agent_core import ConfigError, InvalidInputError, MLFlowAgent, hookimpl
+from mlflow_agent_core.default_plugins.registry import (
+    AutoRegistry,
+    MlflowRegistry,
+    SavedModel,
+)
 
 X = np.random.default_rng(1).normal(size=(40, 3))
 Y = (X[:, 0] > 0).astype(int)
@@ -96,6 +101,57 @@ def test_auto_promotes_with_stage_aliases(agent_factory: Any) -> None:
 
     assert promoted.current_stage == "Staging"
     assert promoted.aliases == ["staging"]
+
+
+class LookupModel(mlflow.pyfunc.PythonModel):
+    """A dict served as a model: predict maps each input to its value."""
+
+    def __init__(self, table: dict[str, float]) -> None:
+        self.table = table
+
+    def predict(self, context: Any, model_input: list[str]) -> list[float]:
+        return [self.table[key] for key in model_input]
+
+
+class LookupRegistry(MlflowRegistry):
+    """A third-party backend written against the documented extension points."""
+
+    backend_name = "lookup"
+
+    def supports(self, model: object) -> bool:
+        return isinstance(model, dict)
+
+    def _save_model(
+        self, model: Any, path: str, *, options: Any, input_example: Any
+    ) -> SavedModel:
+        mlflow.pyfunc.save_model(
+            path,
+            python_model=LookupModel(model),
+            **self.requirement_kwargs(options, ["cloudpickle"]),
+        )
+        return SavedModel("cloudpickle")
+
+
+class LookupPlugin:
+    @hookimpl
+    def mlflow_agent_register_strategies(self, register: Any) -> None:
+        register("registry", "lookup", LookupRegistry)
+
+
+def test_a_plugin_subclassing_mlflow_registry_joins_auto(
+    agent_config: dict[str, Any],
+) -> None:
+    config = {**agent_config, "registry": {"backend": "auto"}}
+    MLFlowAgent.reset()
+    try:
+        agent = MLFlowAgent(config=config, plugins=[LookupPlugin()])
+        version = agent.register_model({"a": 1.0, "b": 2.0}, "lookup-table")
+
+        assert version.tags["mlflow_agent.backend"] == "lookup"
+        loaded = mlflow.pyfunc.load_model(f"models:/lookup-table/{version.version}")
+        assert loaded.predict(["b", "a"]) == [2.0, 1.0]
+    finally:
+        MLFlowAgent.reset()
 
 
 def test_the_sklearn_backend_is_selected_and_configured_by_agent_yaml(
