@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from .errors import AuthError, ServerUnavailableError
 
 if TYPE_CHECKING:
-    from .default_plugins.writer import ReplayResult
+    from .default_plugins.replay import ReplayResult
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +118,8 @@ def _sync_directory(
 ) -> None:
     from .default_plugins.spool import families, load_run_map, public_uri
     from .default_plugins.transport import TransientError, make_transport
-    from .default_plugins.writer import WriterSettings, replay_family
+    from .default_plugins.replay import replay_family
+    from .default_plugins.shipper import WriterSettings
 
     shown = public_uri(uri)
     report.tracking_uris.append(shown)

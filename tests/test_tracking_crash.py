@@ -90,7 +90,8 @@ def test_sync_after_sigkill_stores_every_accepted_point(
     assert report.ok, report.errors
     assert report.sent > 0, "the killed process left unsent records in the spool"
     assert updates and updates[-1].finished
-    assert_every_accepted_point_stored_once(stored_steps(tracking_uri, run_id), accepted)
+    steps = stored_steps(tracking_uri, run_id)
+    assert_every_accepted_point_stored_once(steps, accepted)
     assert families(target_dir(spool, tracking_uri)) == []
 
 
@@ -112,5 +113,6 @@ def test_the_next_agent_start_replays_what_a_killed_process_left(
         }:
             break
         time.sleep(0.5)
-    assert_every_accepted_point_stored_once(stored_steps(tracking_uri, run_id), accepted)
+    steps = stored_steps(tracking_uri, run_id)
+    assert_every_accepted_point_stored_once(steps, accepted)
     assert left.name not in {f.name for f in families(directory)}

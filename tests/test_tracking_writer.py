@@ -100,7 +100,9 @@ def test_eight_threads_log_80000_points_to_one_run(
             for step in range(per_thread):
                 agent.log_metric(f"t{index}", float(step), step=step)
 
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(threads_count)]
+        threads = [
+            threading.Thread(target=work, args=(i,)) for i in range(threads_count)
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -109,7 +111,8 @@ def test_eight_threads_log_80000_points_to_one_run(
 
     total = 0
     for index in range(threads_count):
-        steps = [step for _, _, _, step in history(tracking_uri, run.run_id, f"t{index}")]
+        points = history(tracking_uri, run.run_id, f"t{index}")
+        steps = [step for _, _, _, step in points]
         assert sorted(steps) == list(range(per_thread))
         total += len(steps)
     assert total == threads_count * per_thread
@@ -166,10 +169,10 @@ def test_artifacts_and_text_are_uploaded_from_a_private_copy(
         agent.tracking.log_text(run.run, "hello", "notes/readme.md")
 
     client = MlflowClient(tracking_uri)
-    local = Path(client.download_artifacts(run.run_id, "docs/report.txt", str(tmp_path)))
-    assert local.read_text() == "first"
-    text = Path(client.download_artifacts(run.run_id, "notes/readme.md", str(tmp_path)))
-    assert text.read_text() == "hello"
+    local = client.download_artifacts(run.run_id, "docs/report.txt", str(tmp_path))
+    assert Path(local).read_text() == "first"
+    text = client.download_artifacts(run.run_id, "notes/readme.md", str(tmp_path))
+    assert Path(text).read_text() == "hello"
 
 
 def test_a_child_run_links_to_its_parent(agent_factory: Any, tracking_uri: str) -> None:

@@ -157,7 +157,9 @@ def decode(line: bytes) -> tuple[int, str, Any]:
         if key in record:
             payload = record[key]
             if kind == METRICS:
-                payload = [MetricPoint(k, float(v), int(t), int(s)) for k, v, t, s in payload]
+                payload = [
+                    MetricPoint(k, float(v), int(t), int(s)) for k, v, t, s in payload
+                ]
             elif not isinstance(payload, dict):
                 raise ValueError(f"record {key!r} is not an object")
             return kind, record["r"], payload
@@ -481,9 +483,9 @@ class SpoolLog(Family):
                     logger.warning("Cannot prepare the next spool segment: %s", exc)
                 else:
                     with lock:
-                        self._spare, spare = spare, self._spare  # type: ignore[assignment]
-                    if spare is not None:
-                        self._discard(spare)
+                        previous, self._spare = self._spare, spare
+                    if previous is not None:
+                        self._discard(previous)
         with lock:
             retired, self._retired = self._retired, []
         for mapped in retired:

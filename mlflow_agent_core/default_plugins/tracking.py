@@ -36,14 +36,15 @@ import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..contracts import MetricPoint, Run
 from ..errors import AgentError, AuthError, InvalidInputError, ServerUnavailableError
 from ..hookspecs import Register, hookimpl
 from .spool import ARTIFACT, ARTIFACTS_DIR, CREATE, PARAMS, TAGS, public_uri, target_dir
 from .transport import RejectedError, TransientError, Transport, make_transport
-from .writer import PROVISIONAL_PREFIX, Writer, WriterSettings
+from .shipper import PROVISIONAL_PREFIX, WriterSettings
+from .writer import Writer
 
 if TYPE_CHECKING:
     from ..agent import MLFlowAgent
@@ -110,7 +111,8 @@ def parse_options(options: Options) -> TrackingOptions:
                 "retry_backoff_max", "queue_cap")
     for name in positive:
         if getattr(parsed, name) <= 0:
-            raise options.error(name, f"must be greater than 0, got {getattr(parsed, name)}")
+            value = getattr(parsed, name)
+            raise options.error(name, f"must be greater than 0, got {value}")
     if not 1 <= parsed.batch_size <= MAX_BATCH_SIZE:
         raise options.error(
             "batch_size", f"must be 1 to {MAX_BATCH_SIZE} (MLflow's limit per "
@@ -141,7 +143,9 @@ class _Target:
             queue_cap=opts.queue_cap,
             retry_backoff_max=opts.retry_backoff_max,
         )
-        self.writer = Writer(self.transport, self.directory, settings, reachable=reachable)
+        self.writer = Writer(
+            self.transport, self.directory, settings, reachable=reachable
+        )
         self.writer.start_recovery()
 
     def _probe(self, opts: TrackingOptions, experiment: str) -> bool:
@@ -383,10 +387,6 @@ class MlflowTracking:
             left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
             complete = target.writer.flush(left) and complete
         return complete
-
-    def on_tracking_uri_changed(self) -> None:
-        """Send what is queued for the previous URI; new runs use the new one."""
-        self.flush(self.options.exit_timeout)
 
     def close(self, timeout: float | None = None) -> None:
         if self._closed:

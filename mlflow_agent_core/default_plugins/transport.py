@@ -123,23 +123,31 @@ def _classified(call: Any, *args: Any, **kwargs: Any) -> Any:
     except MlflowException as exc:
         status = exc.get_http_status_code()
         if 400 <= status < 500 and status != 429:
-            raise RejectedError(exc.message, status=status, code=exc.error_code) from exc
+            raise RejectedError(
+                exc.message, status=status, code=exc.error_code
+            ) from exc
         raise TransientError(f"{exc.error_code}: {exc.message}") from exc
     except (OSError, TimeoutError) as exc:
         raise TransientError(f"{type(exc).__name__}: {exc}") from exc
 
 
-def make_transport(uri: str, *, connect_timeout: float, read_timeout: float) -> Transport:
+def make_transport(
+    uri: str, *, connect_timeout: float, read_timeout: float
+) -> Transport:
     """The transport for tracking URI ``uri``."""
     if uri.startswith(("http://", "https://")):
-        return RestTransport(uri, connect_timeout=connect_timeout, read_timeout=read_timeout)
+        return RestTransport(
+            uri, connect_timeout=connect_timeout, read_timeout=read_timeout
+        )
     return StoreTransport(uri)
 
 
 class RestTransport(Transport):
     """MLflow's REST API over a plain ``requests`` session, without retries."""
 
-    def __init__(self, uri: str, *, connect_timeout: float, read_timeout: float) -> None:
+    def __init__(
+        self, uri: str, *, connect_timeout: float, read_timeout: float
+    ) -> None:
         super().__init__(uri)
         self._base = uri.rstrip("/") + _API
         self._timeout = (connect_timeout, read_timeout)
@@ -203,7 +211,9 @@ class RestTransport(Transport):
             if exc.code != "RESOURCE_ALREADY_EXISTS":
                 raise
         # Another process created it between our two calls.
-        found = self._call("GET", "/experiments/get-by-name", params={"experiment_name": name})
+        found = self._call(
+            "GET", "/experiments/get-by-name", params={"experiment_name": name}
+        )
         return str(found["experiment"]["experiment_id"])
 
     def create_run(
