@@ -94,6 +94,7 @@ class Writer:
         self._stopped = False
         self._last_sync = 0.0
         self._next_tick = 0.0
+        self._reported_broken = False
         self._progress = threading.Condition()
         self._recovery: threading.Thread | None = None
         self._recovery_stop = threading.Event()
@@ -209,7 +210,13 @@ class Writer:
         with self._lock:
             self.log.sync()
             self.log.close(delete=left == 0 and shipper.acked >= target)
-        if left:
+        if left and self.log.broken not in (None, "closed"):
+            logger.error(
+                "%d tracking records for %s were not sent within %.1f s and are "
+                "lost: the spool in %s could not be written (%s)", left,
+                self.transport.shown_uri, timeout, self.directory, self.log.broken,
+            )
+        elif left:
             logger.warning(
                 "%d tracking records for %s were not sent within %.1f s; they are "
                 "kept in %s and will be sent by the next agent started on it or by "
@@ -272,12 +279,25 @@ class Writer:
         shipper = self._shipper
         while shipper.has_room():
             queue_ = self._queue
+            self._drop_fed()
             if queue_ and queue_[0][0] == self._fed:
                 self._feed_memory(shipper.room())
             elif not self._feed_disk(shipper.room()):
                 break
         with self._lock:
             self._wake_at = self._queued + self.settings.batch_size
+
+    def _drop_fed(self) -> None:
+        # A record appended while the spool was being read may already have been
+        # read from the spool; its copy in memory must not be sent twice.
+        queue_ = self._queue
+        dropped = 0
+        while queue_ and queue_[0][1] <= self._fed:
+            op = queue_.popleft()
+            dropped += record_count(op[2], op[4])
+        if dropped:
+            with self._lock:
+                self._queued -= dropped
 
     def _feed_memory(self, room: int) -> None:
         queue_ = self._queue
@@ -328,7 +348,7 @@ class Writer:
             self._last_sync = now
             log.sync()
         log.maintain(self._lock)
-        if log.broken is not None and not getattr(self, "_reported_broken", False):
+        if log.broken is not None and not self._reported_broken and not self._stopped:
             self._reported_broken = True
             logger.error(
                 "Cannot write the spool in %s (%s); records are kept in memory only "
