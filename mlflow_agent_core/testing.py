@@ -7,6 +7,7 @@ child process started from the current interpreter.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -89,10 +90,8 @@ class MlflowServer:
     def stop(self) -> None:
         if self.process is None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.process.wait(timeout=30)
         self.process = None
         self._wait_until_port_free()

@@ -95,8 +95,10 @@ def test_sync_sends_a_run_spooled_during_an_outage(
     assert drained["status"] == "ok"
 
     client = MlflowClient(tracking_uri=mlflow_server.uri)
+    experiment = client.get_experiment_by_name("sync-test")
+    assert experiment is not None
     (run,) = client.search_runs(
-        [client.get_experiment_by_name("sync-test").experiment_id],
+        [experiment.experiment_id],
         filter_string=f"attributes.run_name = '{run_name}'",
     )
     assert run.data.params == {"lr": "0.01"}

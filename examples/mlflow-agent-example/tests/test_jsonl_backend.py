@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from mlflow_agent_core import ConfigError, MLFlowAgent, hookimpl
 from mlflow_agent_core.pytest_plugin import merge_config
+
 from mlflow_agent_example.jsonl import read_records
 from mlflow_agent_example.plugin import SUMMARY_TAG
 

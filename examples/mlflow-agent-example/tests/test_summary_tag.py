@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from mlflow import MlflowClient
-
 from mlflow_agent_core import MLFlowAgent
+
 from mlflow_agent_example.plugin import SUMMARY_TAG
 
 
