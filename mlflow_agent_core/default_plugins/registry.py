@@ -309,6 +309,8 @@ def quiet_pickle_caution(*logger_names: str) -> Iterator[None]:
 @contextmanager
 def _stage_warnings_hidden() -> Iterator[None]:
     # The caller asked for stages; MLflow's deprecation notice is not news to them.
+    # catch_warnings swaps process-wide filters: a stage warning raised by another
+    # thread during this call is hidden too, which is harmless.
     with warnings.catch_warnings():
         warnings.filterwarnings(
             "ignore", message=r".*Model registry stages", category=FutureWarning
@@ -397,6 +399,8 @@ class MlflowRegistry:
     options_class: ClassVar[type[RegistryOptions]] = RegistryOptions
     """The dataclass validating this backend's options."""
 
+    _warned_modules: ClassVar[set[str]] = set()
+
     def __init__(self, *, agent: Any, options: Mapping[str, Any] | None = None) -> None:
         self.agent = agent
         self._raw_options = dict(options or {})
@@ -455,8 +459,6 @@ class MlflowRegistry:
                 [*distributions, *owners], options.extra_requirements
             )
         }
-
-    _warned_modules: ClassVar[set[str]] = set()
 
     def _warn_unowned(self, module: str) -> None:
         if module in MlflowRegistry._warned_modules:
