@@ -676,7 +676,7 @@ def models_load_check(
     with _agent(config_path) as agent:
         model = agent.load_model(uri, allow_pickle=allow_pickle or None)
     kind = type(model)
-    click.echo(f"{uri}: loaded a {kind.__module__}.{kind.__qualname__}")
+    click.echo(f"{uri}: loaded a {kind.__module__}.{kind.__name__}")
 
 
 def _model_fields(model: Any) -> dict[str, Any]:

@@ -106,12 +106,20 @@ def run_doctor(
         )
     else:
         tracking_uri, registry_uri, credentials = resolved
-        report.findings.append(
-            probe_store("tracking", tracking_uri, credentials, timeout)
-        )
-        report.findings.append(
-            probe_store("registry", registry_uri, credentials, timeout)
-        )
+        tracking = probe_store("tracking", tracking_uri, credentials, timeout)
+        report.findings.append(tracking)
+        if registry_uri == tracking_uri and tracking.facts.get("unreachable"):
+            # Asking the same dead server again would only double the wait.
+            report.findings.append(
+                Finding(
+                    "registry", FAIL, "the tracking server above, unreachable",
+                    dict(tracking.facts),
+                )
+            )
+        else:
+            report.findings.append(
+                probe_store("registry", registry_uri, credentials, timeout)
+            )
 
     report.findings.append(probe_spool(checked))
     return report
@@ -191,6 +199,7 @@ def probe_http(
         path = SEARCH_EXPERIMENTS if role == "tracking" else SEARCH_MODELS
         response = session.get(base + path, timeout=timeout)
     except requests.RequestException as exc:
+        facts["unreachable"] = True
         return Finding(role, FAIL, _unreachable(shown, exc, timeout), facts)
     finally:
         session.close()

@@ -61,6 +61,7 @@ def test_a_closed_port_fails_fast(tmp_path: Path) -> None:
     tracking = checks(report)["tracking"]
     assert tracking["status"] == "fail"
     assert tracking["detail"].startswith(f"ServerUnavailableError: {uri} could not")
+    assert checks(report)["registry"]["status"] == "fail"
     assert checks(report)["config"]["status"] == "ok"
 
 
