@@ -22,6 +22,8 @@ from tests.cli_support import restore_logging  # noqa: F401 - autouse
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "mlflow-agent-example"
 SUMMARY_TAG = "example.summary"
+# Code blocks of the guide naming these are quoted from the example's sources.
+QUOTED_NAMES = ("JsonlOptions", "JsonlTracking", "SUMMARY_TAG")
 
 
 @pytest.fixture(scope="module")
@@ -204,3 +206,18 @@ def test_the_example_test_suite_passes_with_the_pytest_fixtures(
 
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "6 passed" in result.stdout
+
+
+def test_the_guide_quotes_the_example_as_it_is() -> None:
+    guide = (EXAMPLE.parents[1] / "docs" / "writing-a-plugin.md").read_text()
+    sources = "\n".join(
+        path.read_text() for path in sorted(EXAMPLE.rglob("*.py"))
+    )
+    blocks = [part.split("```", 1)[0] for part in guide.split("```python\n")[1:]]
+    quoted = [b for b in blocks if any(word in b for word in QUOTED_NAMES)]
+
+    assert len(quoted) >= 3
+    for block in quoted:
+        for line in block.splitlines():
+            if line.strip() and line.strip() != "...":
+                assert line.rstrip() in sources, f"not in the example: {line!r}"
