@@ -64,7 +64,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import metadata
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import requests
 from mlflow import MlflowClient
@@ -75,6 +75,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from ..config import Options
+from ..contracts import RegistryStrategy
 from ..errors import (
     AgentError,
     AuthError,
@@ -90,7 +91,7 @@ if TYPE_CHECKING:
     from mlflow.entities import LoggedModel
     from mlflow.entities.model_registry import ModelVersion
 
-    from ..contracts import RegistryStrategy, Run
+    from ..contracts import Run
 
 __all__ = [
     "BACKEND_TAG",
@@ -751,7 +752,11 @@ class MlflowRegistry:
             except MlflowException as exc:
                 if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
-                experiment_id = client.get_experiment_by_name(name).experiment_id
+                # Another process created it between our two requests.
+                raced = client.get_experiment_by_name(name)
+                if raced is None:
+                    raise
+                experiment_id = raced.experiment_id
         elif experiment.lifecycle_stage == "deleted":
             raise InvalidInputError(
                 f"experiment {name!r} is deleted, so models cannot be logged to it; "
@@ -792,7 +797,7 @@ class AutoRegistry(MlflowRegistry):
     def __init__(self, *, agent: Any, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(agent=agent, options=options)
         installed = self._installed()
-        chosen: list[str] | None = self.options.backends
+        chosen = cast(AutoOptions, self.options).backends
         if chosen is not None:
             unknown = [name for name in chosen if name not in installed]
             if unknown:
@@ -831,7 +836,7 @@ class AutoRegistry(MlflowRegistry):
         if backend is not None:
             return backend
         try:
-            backend = self._factories[name](
+            built = self._factories[name](
                 agent=self.agent, options=Options({}, section="registry")
             )
         except AgentError:
@@ -842,8 +847,13 @@ class AutoRegistry(MlflowRegistry):
                 f"options: {type(exc).__name__}: {exc}. Fix or uninstall its plugin, "
                 "or leave it out with registry: {backends: [...]}"
             ) from exc
-        self._built[name] = backend
-        return backend
+        if not isinstance(built, RegistryStrategy):
+            raise PluginError(
+                f"registry auto: the {name!r} backend built a {type(built).__name__}, "
+                "which lacks supports/register_model/promote of RegistryStrategy"
+            )
+        self._built[name] = built
+        return built
 
     def choose(self, model: object) -> tuple[str, RegistryStrategy] | None:
         """The first candidate, by name and backend, that supports ``model``."""
