@@ -10,8 +10,11 @@ from typing import Any
 
 import mlflow
 import numpy as np
+import pytest
 import torch
 from mlflow import MlflowClient
+from mlflow.tracking._model_registry import utils as registry_utils
+from mlflow.tracking._tracking_service import utils as tracking_utils
 
 from mlflow_agent_core.config import Options
 from mlflow_agent_core.default_plugins.client import MlflowClientStrategy
@@ -43,12 +46,19 @@ def sqlite_store(root: Path) -> str:
 @contextmanager
 def mlflow_at(uri: str) -> Iterator[MlflowClient]:
     """Plain mlflow calls go to ``uri`` inside the block, then back."""
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield MlflowClient(tracking_uri=uri, registry_uri=uri)
-    finally:
-        mlflow.set_tracking_uri(previous)
+    # The registry URI too: an agent built earlier in the session may have set
+    # it. MLflow keeps both in module globals and exports them to the
+    # environment; all of it is put back exactly as it was.
+    previous_tracking = tracking_utils._tracking_uri
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        patch.setenv("MLFLOW_REGISTRY_URI", uri)
+        patch.setattr(registry_utils, "_registry_uri", uri)
+        mlflow.set_tracking_uri(uri)
+        try:
+            yield MlflowClient(tracking_uri=uri, registry_uri=uri)
+        finally:
+            mlflow.set_tracking_uri(previous_tracking)
 
 
 @contextmanager

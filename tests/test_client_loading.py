@@ -82,7 +82,11 @@ def test_pt2_model_loads_by_default(store: str) -> None:
 
 @pytest.mark.parametrize(
     "uri",
-    ["models:/Torch/Production", "models:/Torch/production", "models:/Torch/PRODUCTION"],
+    [
+        "models:/Torch/Production",
+        "models:/Torch/production",
+        "models:/Torch/PRODUCTION",
+    ],
 )
 def test_stage_uri_in_any_case_loads_the_staged_version(store: str, uri: str) -> None:
     assert answer(make_client(store).load_model(uri)) == pytest.approx(3.0)

@@ -24,6 +24,8 @@ from mlflow_agent_core.errors import ConfigError, InvalidInputError
 from tests.client_helpers import make_client, stand_in_agent
 from tests.servers import free_port
 
+PROD = "Production"
+
 
 @pytest.fixture
 def offline_client() -> MlflowClientStrategy:
@@ -35,8 +37,8 @@ def offline_client() -> MlflowClientStrategy:
     [
         ("models:/Pytorch_Model/3", ModelRef("Pytorch_Model", version="3")),
         ("models:/Pytorch_Model/007", ModelRef("Pytorch_Model", version="7")),
-        ("models:/Pytorch_Model/Production", ModelRef("Pytorch_Model", stage="Production")),
-        ("models:/Pytorch_Model/production", ModelRef("Pytorch_Model", stage="Production")),
+        ("models:/Pytorch_Model/Production", ModelRef("Pytorch_Model", stage=PROD)),
+        ("models:/Pytorch_Model/production", ModelRef("Pytorch_Model", stage=PROD)),
         ("models:/Pytorch_Model/STAGING", ModelRef("Pytorch_Model", stage="Staging")),
         ("models:/Pytorch_Model/archived", ModelRef("Pytorch_Model", stage="Archived")),
         ("models:/Pytorch_Model/latest", ModelRef("Pytorch_Model")),
@@ -129,7 +131,9 @@ def test_bad_model_names_are_refused(
 
 def test_allow_pickle_must_be_a_bool(offline_client: MlflowClientStrategy) -> None:
     with pytest.raises(InvalidInputError, match="allow_pickle must be True, False"):
-        offline_client.load_model("models:/m/1", allow_pickle="yes")  # type: ignore[arg-type]
+        offline_client.load_model(
+            "models:/m/1", allow_pickle="yes"  # type: ignore[arg-type]
+        )
 
 
 def test_options_have_documented_defaults() -> None:
@@ -181,3 +185,17 @@ def test_the_module_registers_the_mlflow_client_backend() -> None:
     )
 
     assert registered == [("client", "mlflow", MlflowClientStrategy)]
+
+
+def test_check_options_validates_without_building(tmp_path: Path) -> None:
+    cache_dir = tmp_path / "never-created"
+    section = Options({"cache_dir": str(cache_dir), "cache_size": 1}, section="client")
+
+    checked = MlflowClientStrategy.check_options(section)
+
+    assert checked == ClientOptions(cache_size=1, cache_dir=str(cache_dir))
+    assert not cache_dir.exists()
+    with pytest.raises(ConfigError, match="cache_size must be 0 or more"):
+        MlflowClientStrategy.check_options(
+            Options({"cache_size": -1}, section="client")
+        )
