@@ -15,6 +15,7 @@ import logging
 import shutil
 import warnings
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +178,17 @@ def test_cloudpickled_python_function_is_refused_then_allowed(store: str) -> Non
     assert list(model.predict(["a", "b"])) == ["a", "b"]
 
 
+def test_mlflow_environment_switch_still_wins_over_allow_pickle(
+    store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+
+    with pytest.raises(UnsafeModelError) as caught:
+        make_client(store).load_model("models:/Torch/3", allow_pickle=True)
+
+    assert "MLFLOW_ALLOW_PICKLE_DESERIALIZATION is false" in str(caught.value)
+
+
 class _RebuildsATensor:
     """Pickles as a call to ``torch.ones``: harmless, but code all the same."""
 
@@ -277,6 +289,16 @@ def test_cache_hit_needs_no_artifacts(store: str) -> None:
     assert client.load_model("models:/Fragile/1") is first
     with pytest.raises(AgentError):
         make_client(store).load_model("models:/Fragile/1")
+
+
+def test_concurrent_first_loads_download_once(store: str, cache_dir: Path) -> None:
+    client = make_client(store, cache_dir=str(cache_dir))
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        models = list(pool.map(client.load_model, ["models:/Torch/2"] * 6))
+
+    assert all(model is models[0] for model in models)
+    assert len(download_dirs(cache_dir)) == 1
 
 
 def test_moving_an_alias_takes_effect_on_the_next_load(store: str) -> None:
