@@ -116,10 +116,14 @@ def _sync_directory(
     request_timeout: float,
     max_in_flight: int,
 ) -> None:
-    from .default_plugins.spool import families, load_run_map, public_uri
-    from .default_plugins.transport import TransientError, make_transport
     from .default_plugins.replay import replay_family
     from .default_plugins.shipper import WriterSettings
+    from .default_plugins.spool import families, load_run_map, public_uri
+    from .default_plugins.transport import (
+        RejectedError,
+        TransientError,
+        make_transport,
+    )
 
     shown = public_uri(uri)
     report.tracking_uris.append(shown)
@@ -137,7 +141,7 @@ def _sync_directory(
             f"{directory}"
         )))
         return
-    except Exception as exc:
+    except RejectedError as exc:
         report.errors.append(str(AuthError(f"tracking server {shown} refused: {exc}")))
         return
 

@@ -114,8 +114,11 @@ def test_offline_ok_logs_to_the_spool_and_sync_creates_the_runs(
         configuration={"tracking_uri": server.uri, "experiment": "offline"},
         tracking={"offline_ok": True},
     )
+    notes = tmp_path / "notes.txt"
+    notes.write_text("written offline")
     with agent.start_run("offline-parent", params={"seed": 7}) as parent:
         agent.set_tag("where", "plane")
+        agent.log_artifact(notes)
         for step in range(1500):
             agent.log_metric("loss", float(step), step=step)
         with agent.start_run("offline-child", nested=True) as child:
@@ -137,6 +140,9 @@ def test_offline_ok_logs_to_the_spool_and_sync_creates_the_runs(
     assert real_parent.data.tags["where"] == "plane"
     assert real_child.data.tags["mlflow.parentRunId"] == real_parent.info.run_id
     assert steps_of(server.uri, real_parent.info.run_id, "loss") == list(range(1500))
+    artifact = client.download_artifacts(real_parent.info.run_id, "notes.txt",
+                                         str(tmp_path))
+    assert Path(artifact).read_text() == "written offline"
     assert families(target_dir(spool, server.uri)) == []
 
 

@@ -93,7 +93,8 @@ def test_params_and_tags_beyond_one_request_all_arrive(
 def test_eight_threads_log_80000_points_to_one_run(
     agent_factory: Any, tracking_uri: str
 ) -> None:
-    agent = agent_factory(tracking={"flush_interval": 0.2})
+    # A small queue_cap: some records are read back from the spool meanwhile.
+    agent = agent_factory(tracking={"flush_interval": 0.2, "queue_cap": 5000})
     threads_count, per_thread = 8, 10_000
     with agent.start_run("threads") as run:
         def work(index: int) -> None:
@@ -175,11 +176,29 @@ def test_artifacts_and_text_are_uploaded_from_a_private_copy(
     assert Path(text).read_text() == "hello"
 
 
+def test_runs_go_to_the_tracking_uri_current_when_they_start(
+    agent_factory: Any, tracking_uri: str, tmp_path: Path
+) -> None:
+    agent = agent_factory()
+    with agent.start_run("first") as first:
+        agent.log_metric("m", 1.0)
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    agent.configuration.set_tracking_uri(other)
+    with agent.start_run("second") as second:
+        agent.log_metric("m", 2.0)
+    assert agent.flush(30)
+
+    assert MlflowClient(tracking_uri).get_run(first.run_id).data.metrics == {"m": 1.0}
+    assert MlflowClient(other).get_run(second.run_id).data.metrics == {"m": 2.0}
+    assert len(spool_dirs(tmp_path / "spool")) == 2, "one spool directory per URI"
+
+
 def test_a_child_run_links_to_its_parent(agent_factory: Any, tracking_uri: str) -> None:
     agent = agent_factory()
-    with agent.start_run("parent") as parent:
-        with agent.start_run("child", nested=True) as child:
-            agent.log_metric("c", 1.0)
+    with agent.start_run("parent") as parent, agent.start_run(
+        "child", nested=True
+    ) as child:
+        agent.log_metric("c", 1.0)
     stored = MlflowClient(tracking_uri).get_run(child.run_id)
     assert stored.data.tags["mlflow.parentRunId"] == parent.run_id
     assert stored.info.experiment_id == parent.experiment_id

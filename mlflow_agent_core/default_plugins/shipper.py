@@ -96,8 +96,19 @@ class _Chunk:
 class Batch:
     """One request: a ``log_batch`` of one run, or a create, end or artifact."""
 
-    __slots__ = ("seq", "run", "kind", "chunk", "metrics", "params", "tags",
-                 "payload", "barrier", "entities", "size")
+    __slots__ = (
+        "barrier",
+        "chunk",
+        "entities",
+        "kind",
+        "metrics",
+        "params",
+        "payload",
+        "run",
+        "seq",
+        "size",
+        "tags",
+    )
 
     def __init__(self, seq: int, run: str, kind: int, chunk: _Chunk,
                  payload: Any = None) -> None:
@@ -317,11 +328,14 @@ class Shipper:
         run = batch.run
         if batch.kind == CREATE:
             parent = batch.payload.get("parent")
-            if parent and parent.startswith(PROVISIONAL_PREFIX):
-                if parent not in self.id_map and (
-                    parent in self._fifos or self._run_in_flight.get(parent)
-                ):
-                    return _WAIT
+            parent_pending = parent in self._fifos or self._run_in_flight.get(parent)
+            if (
+                parent
+                and parent.startswith(PROVISIONAL_PREFIX)
+                and parent not in self.id_map
+                and parent_pending
+            ):
+                return _WAIT
             return run
         if not run.startswith(PROVISIONAL_PREFIX):
             return run

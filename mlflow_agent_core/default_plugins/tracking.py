@@ -39,11 +39,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..contracts import MetricPoint, Run
-from ..errors import AgentError, AuthError, InvalidInputError, ServerUnavailableError
+from ..errors import (
+    AgentError,
+    AuthError,
+    ConfigError,
+    InvalidInputError,
+    ServerUnavailableError,
+)
 from ..hookspecs import Register, hookimpl
+from .shipper import PROVISIONAL_PREFIX, WriterSettings
 from .spool import ARTIFACT, ARTIFACTS_DIR, CREATE, PARAMS, TAGS, public_uri, target_dir
 from .transport import RejectedError, TransientError, Transport, make_transport
-from .shipper import PROVISIONAL_PREFIX, WriterSettings
 from .writer import Writer
 
 if TYPE_CHECKING:
@@ -143,9 +149,15 @@ class _Target:
             queue_cap=opts.queue_cap,
             retry_backoff_max=opts.retry_backoff_max,
         )
-        self.writer = Writer(
-            self.transport, self.directory, settings, reachable=reachable
-        )
+        try:
+            self.writer = Writer(
+                self.transport, self.directory, settings, reachable=reachable
+            )
+        except OSError as exc:
+            raise ConfigError(
+                f"tracking.spool_dir: cannot write the spool in {self.directory} "
+                f"({exc}); set spool_dir to a writable directory"
+            ) from None
         self.writer.start_recovery()
 
     def _probe(self, opts: TrackingOptions, experiment: str) -> bool:
@@ -231,7 +243,9 @@ class MlflowTracking:
         parent_id = target.writer.resolve(parent.run_id) if parent else None
 
         run: Run | None = None
-        offline = target.writer.outage or (
+        # Offline, a known outage skips the attempt; otherwise we always try once,
+        # since the server may be back before the writer's next retry.
+        offline = (target.writer.outage and self.options.offline_ok) or (
             parent_id is not None and target.writer.is_unresolved(parent_id)
         )
         if not offline:
@@ -404,7 +418,7 @@ def _context_tags(tags: Mapping[str, str]) -> dict[str, str]:
 
     try:
         resolved: dict[str, str] = resolve_tags(dict(tags))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - context providers are third-party plugins
         logger.debug("Could not resolve MLflow's run context tags: %s", exc)
         return dict(tags)
     return resolved

@@ -121,7 +121,7 @@ def _classified(call: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return call(*args, **kwargs)
     except MlflowException as exc:
-        status = exc.get_http_status_code()
+        status = _http_status(exc)
         if 400 <= status < 500 and status != 429:
             raise RejectedError(
                 exc.message, status=status, code=exc.error_code
@@ -129,6 +129,10 @@ def _classified(call: Any, *args: Any, **kwargs: Any) -> Any:
         raise TransientError(f"{exc.error_code}: {exc.message}") from exc
     except (OSError, TimeoutError) as exc:
         raise TransientError(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _http_status(exc: Any) -> int:
+    return int(exc.get_http_status_code())
 
 
 def make_transport(
