@@ -78,6 +78,25 @@ def test_a_server_that_never_answers_fails_within_the_probe_timeout(
         assert time.monotonic() - started < FAIL_FAST_SECONDS
 
 
+def test_sync_to_a_server_still_down_reports_it_and_keeps_the_records(
+    agent_factory: Any, tmp_path: Path
+) -> None:
+    uri = f"http://127.0.0.1:{free_port()}"
+    agent = agent_factory(
+        configuration={"tracking_uri": uri}, tracking={"offline_ok": True}
+    )
+    with agent.start_run("offline"):
+        for step in range(100):
+            agent.log_metric("x", float(step), step=step)
+    agent.reset()
+
+    report = sync_spool(tmp_path / "spool", uri, give_up_after=1.0)
+
+    assert not report.ok
+    assert uri in report.errors[0] and "unreachable" in report.errors[0]
+    assert spooled_points(tmp_path / "spool", uri) == 100
+
+
 def test_a_server_killed_mid_run_gets_every_point_exactly_once(
     server: MlflowServer, agent_factory: Any
 ) -> None:

@@ -132,16 +132,18 @@ class RecordEncoder:
         return encoded
 
     def metrics(self, run_id: str, points: Sequence[MetricPoint]) -> bytes:
-        string = self._string
-        parts = []
-        for point in points:
-            value = repr(float(point.value))
-            if value[-1] in "nf":
-                value = _NONFINITE[value]
-            parts.append(
-                f"[{string(point.key)},{value},{point.timestamp},{point.step}]"
-            )
-        return f'{{"r":{string(run_id)},"m":[{",".join(parts)}]}}\n'.encode()
+        if len(points) == 1:
+            # The per-step log_metric case: no intermediate list to allocate.
+            body = self._point(points[0])
+        else:
+            body = ",".join([self._point(point) for point in points])
+        return f'{{"r":{self._string(run_id)},"m":[{body}]}}\n'.encode()
+
+    def _point(self, point: MetricPoint) -> str:
+        value = repr(float(point.value))
+        if value[-1] in "nf":
+            value = _NONFINITE[value]
+        return f"[{self._string(point.key)},{value},{point.timestamp},{point.step}]"
 
     def other(self, kind: int, run_id: str, payload: Mapping[str, Any]) -> bytes:
         record = {"r": run_id, _KIND_KEYS[kind]: payload}
