@@ -19,6 +19,7 @@ from .errors import (
     PluginError,
     RunStateError,
     ServerUnavailableError,
+    UnsafeModelError,
 )
 from .hookspecs import hookimpl, hookspec
 
@@ -38,6 +39,7 @@ __all__ = [
     "RunStateError",
     "ServerUnavailableError",
     "SingletonMeta",
+    "UnsafeModelError",
     "hookimpl",
     "hookspec",
 ]
