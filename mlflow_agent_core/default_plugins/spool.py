@@ -33,6 +33,7 @@ import os
 import secrets
 import socket
 import time
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -412,7 +413,9 @@ class SpoolLog(Family):
         self._ack_fd: int | None = None
         self._acked = 0
         self._closed = False
+        self.forked = False
         self._switch(0)
+        _LIVE_LOGS.add(self)
 
     # Caller side (under the writer's lock)
 
@@ -531,8 +534,20 @@ class SpoolLog(Family):
         while len(known) > 1 and known[0].base + known[0].size <= position:
             known.pop(0).path.unlink(missing_ok=True)
 
+    def detach(self) -> None:
+        """In a forked child: stop writing into files the parent still owns."""
+        self.forked = True
+        self.broken = "this process is a fork of the one that owns the spool"
+        self._closed = True
+        self._current = self._spare = None
+        self._retired = []
+        self._limit = 1 << 62
+        self._ack_fd = self._lock_fd = None
+
     def close(self, *, delete: bool) -> None:
         """Close the files (caller holds the writer's lock); ``delete`` if all sent."""
+        if self.forked:
+            return
         self.segments()
         self._closed = True
         if self._current is not None:
@@ -553,6 +568,20 @@ class SpoolLog(Family):
             self.delete()
         else:
             self.unlock()
+
+
+_LIVE_LOGS: weakref.WeakSet[SpoolLog] = weakref.WeakSet()
+
+
+def _detach_after_fork() -> None:
+    # A forked child shares the parent's mapped segments: writing or truncating
+    # them would corrupt the parent's spool (or kill it with SIGBUS).
+    for log in list(_LIVE_LOGS):
+        log.detach()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_detach_after_fork)
 
 
 # ------------------------------------------------------------------ side files

@@ -15,6 +15,7 @@ dies leaves them to the next agent start or ``mlflow-agent sync``
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -95,6 +96,7 @@ class Writer:
         self._last_sync = 0.0
         self._next_tick = 0.0
         self._reported_broken = False
+        self._reported_fork = False
         self._progress = threading.Condition()
         self._recovery: threading.Thread | None = None
         self._recovery_stop = threading.Event()
@@ -147,6 +149,18 @@ class Writer:
     def is_unresolved(self, run_id: str) -> bool:
         return run_id.startswith(PROVISIONAL_PREFIX) and not self.id_map.get(run_id)
 
+    def _in_fork(self) -> bool:
+        if not self.log.forked:
+            return False
+        if not self._reported_fork:
+            self._reported_fork = True
+            logger.warning(
+                "Tracking records logged in process %d, a fork of the process that "
+                "built the agent, are not sent; build the agent in this process to "
+                "track from it", os.getpid(),
+            )
+        return True
+
     def flush(self, timeout: float | None) -> bool:
         """Wait until everything logged so far is stored; False on timeout or outage.
 
@@ -154,12 +168,16 @@ class Writer:
         down (the records stay in the spool); with a timeout it keeps waiting for
         the server to come back until the timeout.
         """
+        if self._in_fork():
+            return False
         with self._lock:
             target = self.log.position
         return self._wait_for(target, timeout, give_up_on_outage=timeout is None)
 
     def end_run(self, run_id: str, status: str, timeout: float) -> bool:
         """Queue the end of ``run_id`` after its data; True once the server has it."""
+        if self._in_fork():
+            return False
         payload = {"status": status, "end_time": int(time.time() * 1000)}
         target = self.append(END, run_id, payload)
         return self._wait_for(target, timeout, give_up_on_outage=True)
@@ -188,7 +206,7 @@ class Writer:
 
     def close(self, timeout: float) -> int:
         """Send what we can within ``timeout``; return how many records are left."""
-        if self._stopped:
+        if self._stopped or self._in_fork():
             return 0
         deadline = time.monotonic() + timeout
         self._recovery_stop.set()
