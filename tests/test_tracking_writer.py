@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -237,3 +238,26 @@ def test_spool_reader_skips_a_torn_last_record(tmp_path: Path) -> None:
     assert bad == []
     assert [r[4][0].step for r in records] == list(range(300))
     assert family.torn_bytes() == len(b'{"r":"run1","m":[["k",1')
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_leaves_the_parents_spool_alone(
+    agent_factory: Any, tracking_uri: str
+) -> None:
+    agent = agent_factory()
+    with agent.start_run("fork") as run:
+        for step in range(500):
+            agent.log_metric("x", float(step), step=step)
+        child = os.fork()
+        if child == 0:  # pragma: no cover - runs in the child
+            for step in range(500, 1500):
+                agent.log_metric("x", float(step), step=step)
+            agent.flush(1)
+            os._exit(0)
+        os.waitpid(child, 0)
+        for step in range(1500, 2000):
+            agent.log_metric("x", float(step), step=step)
+        assert agent.flush(60)
+
+    steps = [step for _, _, _, step in history(tracking_uri, run.run_id, "x")]
+    assert steps == list(range(500)) + list(range(1500, 2000))
