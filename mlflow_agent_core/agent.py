@@ -32,7 +32,7 @@ from .errors import (
     RunStateError,
 )
 from .plugins import PluginFilter, PluginHost
-from .validation import InputPolicy, InputValidator
+from .validation import InputPolicy, InputValidator, overflow_artifact
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
@@ -361,8 +361,11 @@ class MLFlowAgent(metaclass=SingletonMeta):
                 return
             self.tracking.log_params(state.run, new)
             state.params.update(new)
-        for artifact_file, text in overflow.items():
-            self.tracking.log_text(state.run, text, artifact_file)
+        # Only values this call stored: a repeated key's full text is already there.
+        for key in new:
+            artifact = overflow_artifact(key)
+            if artifact in overflow:
+                self.tracking.log_text(state.run, overflow[artifact], artifact)
 
     def log_metric(self, key: str, value: Any, step: Any = None) -> None:
         """Log one metric point, stamped now; returns without waiting for I/O."""

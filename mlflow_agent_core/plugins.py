@@ -260,7 +260,7 @@ class PluginHost:
     def resolve(
         self, concern: str, name: str, position: tuple[str, int | None, int | None]
     ) -> Registration:
-        """The registration ``agent.yaml`` selects, or a ConfigError listing the rest."""
+        """The selected registration, or a ConfigError listing the others."""
         registration = self._registrations.get((concern, name))
         if registration is not None:
             return registration
@@ -313,7 +313,9 @@ class PluginHost:
             trace_logger.setLevel(logging.DEBUG)
             trace_logger.propagate = False
 
-        def before(hook_name: str, impls: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+        def before(
+            hook_name: str, impls: Sequence[Any], kwargs: Mapping[str, Any]
+        ) -> None:
             names = ", ".join(impl.plugin_name for impl in impls)
             trace_logger.debug("call %s(%s) -> [%s]", hook_name, _args(kwargs), names)
 

@@ -129,6 +129,7 @@ __all__ = [
     "ParamBatch",
     "PolicyError",
     "normalize_step",
+    "overflow_artifact",
 ]
 
 logger = logging.getLogger(__name__)
@@ -258,6 +259,11 @@ class ParamBatch:
 
     values: dict[str, str]
     overflow: dict[str, str]
+
+
+def overflow_artifact(key: str) -> str:
+    """The run artifact that holds the full value of the truncated param ``key``."""
+    return f"params/{key}.txt"
 
 
 def _show(value: object) -> str:
@@ -885,7 +891,7 @@ class InputValidator:
                 "as an artifact with log_text, or set `inputs: {long_params: "
                 "truncate}` in agent.yaml"
             )
-        artifact = f"params/{key}.txt"
+        artifact = overflow_artifact(key)
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
         marker = (
             f"...[truncated {len(text)} chars, sha256 {digest}, full value in "

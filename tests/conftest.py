@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,10 +32,27 @@ def _isolated_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
 
 
+@pytest.fixture(scope="session")
+def migrated_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty sqlite store with MLflow's schema, created once per session."""
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("template-store") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
 @pytest.fixture
-def tracking_uri(tmp_path: Path) -> str:
-    """A fresh sqlite tracking store for one test."""
-    return f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+def tracking_uri(tmp_path: Path, migrated_store: Path) -> str:
+    """A fresh sqlite tracking store for one test.
+
+    Copied from a template: the same contents as a new store, without the seconds
+    MLflow spends creating its schema each time.
+    """
+    target = tmp_path / "store" / "mlflow.db"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(migrated_store, target)
+    return f"sqlite:///{target}"
 
 
 def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -95,7 +113,15 @@ def server_agent_factory(
     """Like ``agent_factory``, but against the shared loopback server."""
     from mlflow_agent_core import MLFlowAgent
 
-    base = deep_merge(agent_config, {"configuration": {"tracking_uri": mlflow_server.uri}})
+    # A server's first answers are slow while its workers open the store; on a busy
+    # machine that exceeds the default 3-second probe.
+    base = deep_merge(
+        agent_config,
+        {
+            "configuration": {"tracking_uri": mlflow_server.uri},
+            "tracking": {"probe_timeout": 30.0},
+        },
+    )
 
     def build(config: dict[str, Any] | None = None, **sections: Any) -> Any:
         merged = deep_merge(base, config or {})

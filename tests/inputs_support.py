@@ -7,11 +7,8 @@ so what is asserted is what MLflow holds, not what the agent believes it sent.
 from __future__ import annotations
 
 import math
-import shutil
-from pathlib import Path
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, settings
 from mlflow import MlflowClient
 from mlflow.entities import Run as StoredRun
@@ -26,27 +23,6 @@ FLUSH_TIMEOUT = 60.0
 # A server's first answers are slow while each worker opens its store; on a busy
 # machine that exceeds the tracking backend's default 3-second probe.
 PATIENT_PROBE = {"tracking": {"probe_timeout": 30.0}}
-
-
-@pytest.fixture(scope="session")
-def migrated_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An empty sqlite store with MLflow's schema, created once per session."""
-    path = tmp_path_factory.mktemp("template-store") / "mlflow.db"
-    MlflowClient(f"sqlite:///{path}").search_experiments()
-    return path
-
-
-@pytest.fixture
-def tracking_uri(tmp_path: Path, migrated_store: Path) -> str:
-    """A fresh store per test, copied from the template.
-
-    Same contents as a new store, without the 4-5 seconds MLflow spends creating
-    the schema; test modules import this to override the conftest fixture.
-    """
-    target = tmp_path / "store" / "mlflow.db"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(migrated_store, target)
-    return f"sqlite:///{target}"
 
 
 def store(agent: Any) -> MlflowClient:

@@ -11,12 +11,10 @@ from hypothesis import strategies as st
 
 from mlflow_agent_core.errors import InvalidInputError
 from mlflow_agent_core.validation import InputPolicy, InputValidator
-from tests.inputs_support import (  # noqa: F401 - fixtures
+from tests.inputs_support import (
     PATIENT_PROBE,
     THROUGH_AGENT,
-    migrated_store,
     stored_run,
-    tracking_uri,
 )
 
 USER_TAG_PREFIX = "mlflow."

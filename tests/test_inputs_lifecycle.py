@@ -13,12 +13,9 @@ import pytest
 from mlflow import MlflowClient
 
 from mlflow_agent_core.errors import AgentError, InvalidInputError
-from tests.inputs_support import (  # noqa: F401 - fixtures
-    migrated_store,
+from tests.inputs_support import (
     run_ids,
-    store,
     stored_run,
-    tracking_uri,
 )
 from tests.servers import MlflowServer, quiet_mlflow_env
 

@@ -15,14 +15,12 @@ from hypothesis import strategies as st
 
 from mlflow_agent_core.errors import InvalidInputError
 from mlflow_agent_core.validation import InputPolicy, InputValidator
-from tests.inputs_support import (  # noqa: F401 - fixtures
+from tests.inputs_support import (
     PATIENT_PROBE,
     THROUGH_AGENT,
     history,
-    migrated_store,
     same_float,
     stored_run,
-    tracking_uri,
 )
 
 MAX_DOUBLE = 1.7976931348623157e308

@@ -17,13 +17,11 @@ from mlflow_agent_core.validation import (
     InputPolicy,
     InputValidator,
 )
-from tests.inputs_support import (  # noqa: F401 - fixtures
+from tests.inputs_support import (
     PATIENT_PROBE,
     THROUGH_AGENT,
-    migrated_store,
     store,
     stored_run,
-    tracking_uri,
 )
 
 

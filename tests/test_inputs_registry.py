@@ -8,10 +8,8 @@ import numpy as np
 import pytest
 
 from mlflow_agent_core.errors import InvalidInputError, ModelNotFoundError
-from tests.inputs_support import (  # noqa: F401 - fixtures
-    migrated_store,
+from tests.inputs_support import (
     store,
-    tracking_uri,
 )
 
 SKLEARN = {"registry": {"backend": "sklearn"}}

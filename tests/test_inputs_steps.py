@@ -12,13 +12,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mlflow_agent_core.errors import InvalidInputError
-from tests.inputs_support import (  # noqa: F401 - fixtures
+from tests.inputs_support import (
     PATIENT_PROBE,
     THROUGH_AGENT,
     history,
-    migrated_store,
     stored_run,
-    tracking_uri,
 )
 
 MAX_STEP = 2**63 - 1
