@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
@@ -88,10 +88,8 @@ def _print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
-def _fail(message: str | None = None) -> None:
+def _fail() -> NoReturn:
     """Exit with status 1 after the report was printed."""
-    if message:
-        click.echo(message, err=True)
     sys.exit(EXIT_PROBLEM)
 
 
