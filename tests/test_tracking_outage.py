@@ -188,11 +188,14 @@ EXIT_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.parametrize("failure", ["killed", "silent"])
 def test_exit_with_the_server_down_returns_within_exit_timeout(
-    server: MlflowServer, tmp_path: Path
+    server: MlflowServer, tmp_path: Path, failure: str
 ) -> None:
     running(server)
     spool, exit_timeout = tmp_path / "exit-spool", 4.0
+    silent = socket.socket()
+    silent.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     child = subprocess.Popen(
         [sys.executable, "-c", EXIT_SCRIPT, server.uri, str(spool), str(exit_timeout)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -202,6 +205,10 @@ def test_exit_with_the_server_down_returns_within_exit_timeout(
         assert child.stdout is not None and child.stdin is not None
         assert child.stdout.readline().strip() == "ready"
         server.stop()
+        if failure == "silent":
+            # Connections are accepted on the server's port, requests never answered.
+            silent.bind(("127.0.0.1", server.port))
+            silent.listen(64)
         child.stdin.write("go\n")
         child.stdin.flush()
         assert child.stdout.readline().strip() == "exiting"
@@ -211,8 +218,10 @@ def test_exit_with_the_server_down_returns_within_exit_timeout(
     finally:
         child.kill()
         child.wait()
+        silent.close()
     stderr = child.stderr.read() if child.stderr else ""
 
-    assert took < exit_timeout + 2.0, f"exit took {took:.1f} s\n{stderr}"
+    # The bound is generous: interpreter start-up is not in it, teardown is.
+    assert took < exit_timeout + 3.0, f"exit took {took:.1f} s\n{stderr}"
     assert spooled_points(spool, server.uri) >= 5000
-    assert "were not sent within" in stderr and os.fspath(spool) in stderr
+    assert "could not be sent in time" in stderr and os.fspath(spool) in stderr

@@ -197,6 +197,9 @@ class MlflowTracking:
         self._run_targets: dict[str, _Target] = {}
         self._targets_lock = threading.Lock()
         self._closed = False
+        # When a wait for the server ran out, on which writer, and how far that
+        # writer had got then; cleared once it gets further.
+        self._stall: tuple[float, Writer, int] | None = None
         self._target()
         _close_at_exit(self)
 
@@ -316,9 +319,13 @@ class MlflowTracking:
 
     def end_run(self, run: Run, status: str) -> None:
         target = self._run_targets.pop(run.run_id, None) or self._target()
-        sent = target.writer.end_run(run.run_id, status, self.options.exit_timeout)
+        started = time.monotonic()
+        sent = target.writer.end_run(run.run_id, status, self._wait_budget(None))
         if sent:
+            self._stall = None
             return
+        if self._stall is None:
+            self._stall = (started, target.writer, target.writer.acked)
         if target.writer.outage:
             if self.options.offline_ok:
                 logger.warning(
@@ -333,6 +340,22 @@ class MlflowTracking:
             "run's end will follow in the background",
             run.run_id, self.options.exit_timeout,
         )
+
+    def _wait_budget(self, timeout: float | None) -> float:
+        """Seconds a wait may take: ``exit_timeout`` (or ``timeout``), minus what
+        waits that ran out since the server last answered took already.
+
+        So the agent ending its runs and then closing at exit waits at most
+        ``exit_timeout`` in all, however many runs were open.
+        """
+        budget = self.options.exit_timeout if timeout is None else timeout
+        if self._stall is None:
+            return budget
+        since, writer, acked_then = self._stall
+        if writer.acked > acked_then:
+            self._stall = None  # the server answered since: a fresh budget
+            return budget
+        return max(budget - (time.monotonic() - since), 0.0)
 
     def _unavailable(self, target: _Target, what: str) -> ServerUnavailableError:
         return ServerUnavailableError(
@@ -406,8 +429,7 @@ class MlflowTracking:
         if self._closed:
             return
         self._closed = True
-        budget = self.options.exit_timeout if timeout is None else timeout
-        deadline = time.monotonic() + budget
+        deadline = time.monotonic() + self._wait_budget(timeout)
         for target in list(self._targets.values()):
             target.writer.close(max(deadline - time.monotonic(), 0.0))
 

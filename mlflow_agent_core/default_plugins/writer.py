@@ -112,6 +112,11 @@ class Writer:
         return self._shipper.outage
 
     @property
+    def acked(self) -> int:
+        """The spool position up to which everything is stored on the server."""
+        return self._shipper.acked
+
+    @property
     def last_error(self) -> str | None:
         return self._shipper.last_error
 
@@ -230,16 +235,15 @@ class Writer:
             self.log.close(delete=left == 0 and shipper.acked >= target)
         if left and self.log.broken not in (None, "closed"):
             logger.error(
-                "%d tracking records for %s were not sent within %.1f s and are "
-                "lost: the spool in %s could not be written (%s)", left,
-                self.transport.shown_uri, timeout, self.directory, self.log.broken,
+                "%d tracking records for %s could not be sent in time and are lost: "
+                "the spool in %s could not be written (%s)", left,
+                self.transport.shown_uri, self.directory, self.log.broken,
             )
         elif left:
             logger.warning(
-                "%d tracking records for %s were not sent within %.1f s; they are "
+                "%d tracking records for %s could not be sent in time; they are "
                 "kept in %s and will be sent by the next agent started on it or by "
-                "`mlflow-agent sync`", left, self.transport.shown_uri, timeout,
-                self.directory,
+                "`mlflow-agent sync`", left, self.transport.shown_uri, self.directory,
             )
         return left
 
