@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: install quickstart test benchmarks clean
+.PHONY: install quickstart test lint benchmarks clean
 
 install: $(STAMP)
 
@@ -25,12 +25,17 @@ $(STAMP): pyproject.toml plugins/pytorch/pyproject.toml plugins/sklearn/pyprojec
 quickstart: install
 	$(VENV)/bin/mlflow-agent quickstart
 
-test: install
+test: install lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# 88 columns and no unused names everywhere; strict types in the packages.
+lint: install
+	$(PY) -m ruff check mlflow_agent_core plugins tests benchmarks examples
+	$(PY) -m mypy
 
 benchmarks: install
 	$(PY) benchmarks/tracking_throughput.py
 	$(PY) benchmarks/registration.py
 
 clean:
-	rm -rf $(VENV) mlflow.db mlartifacts .mlflow-agent
+	rm -rf $(VENV) mlflow.db mlruns mlartifacts

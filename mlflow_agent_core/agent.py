@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .config import AgentConfig, config_from_dict, load_config
 from .contracts import (
@@ -40,8 +40,6 @@ if TYPE_CHECKING:
     from .checks import ConfigReport
 
 logger = logging.getLogger(__name__)
-
-S = TypeVar("S")
 
 RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")
 
@@ -230,7 +228,7 @@ class MLFlowAgent(metaclass=SingletonMeta):
                 source=requested.source,
             )
 
-    def _build(self, concern: str, contract: type[S]) -> S:
+    def _build(self, concern: str, contract: type) -> Any:
         backend = self.config.backend(concern)
         registration = self.plugins.resolve(
             concern, backend, self.config.position((concern, "backend"))

@@ -252,9 +252,13 @@ class _Loader(yaml.SafeLoader):
         super().__init__(stream)
         self.explicit_tags: set[int] = set()
 
-    def compose_scalar_node(self, anchor: str | None) -> yaml.ScalarNode:
-        event = self.peek_event()
-        node: yaml.ScalarNode = super().compose_scalar_node(anchor)
+    # PyYAML is untyped and its stubs type ``anchor`` wrongly (it is a str or None).
+    def compose_scalar_node(  # type: ignore[override]
+        self, anchor: str | None
+    ) -> yaml.ScalarNode:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        compose = super().compose_scalar_node
+        node: yaml.ScalarNode = compose(anchor)  # type: ignore[arg-type]
         if event.tag not in (None, "!"):
             self.explicit_tags.add(id(node))
         return node
@@ -392,7 +396,9 @@ class _YamlReader:
             trace.env[path] = used
         if node.style is None and id(node) not in self._explicit_tags:
             # Typed as if written in the file: "${N:-3}" is 3, "${B:-true}" is True.
-            tag = _CONSTRUCTOR.resolve(yaml.ScalarNode, text, (True, False))
+            tag = _CONSTRUCTOR.resolve(  # type: ignore[no-untyped-call]
+                yaml.ScalarNode, text, (True, False)
+            )
             if tag in _CONSTRUCTED_TAGS:
                 return self._construct(node, tag, text, path)
         return text

@@ -149,13 +149,13 @@ def run_quickstart(
         f"{len(data.x_test)} test images"
     )
 
-    params = {"model": {"hidden_units": settings.hidden_units, "layers": 2}}
-    params.update(
-        epochs=settings.epochs,
-        batch_size=settings.batch_size,
-        learning_rate=settings.learning_rate,
-        seed=settings.seed,
-    )
+    params: dict[str, Any] = {
+        "model": {"hidden_units": settings.hidden_units, "layers": 2},
+        "epochs": settings.epochs,
+        "batch_size": settings.batch_size,
+        "learning_rate": settings.learning_rate,
+        "seed": settings.seed,
+    }
     with agent.start_run(run_name="quickstart", params=params) as run:
         _train(agent, model, data, settings, report)
         model.eval()

@@ -532,7 +532,10 @@ class MlflowClientStrategy:
         registered = self._lookup(action, client.get_registered_model, name)
         if registered is None or not registered.latest_versions:
             return None
-        return max(registered.latest_versions, key=lambda found: int(found.version))
+        latest: ModelVersion = max(
+            registered.latest_versions, key=lambda found: int(found.version)
+        )
+        return latest
 
     # Internals: not-found messages
 
@@ -740,7 +743,7 @@ def _http_status(exc: Exception) -> int | None:
     if response is not None and getattr(response, "status_code", None):
         return int(response.status_code)
     if isinstance(exc, MlflowException):
-        status = exc.get_http_status_code()
+        status: int = exc.get_http_status_code()  # type: ignore[no-untyped-call]
         return None if status == 500 else status
     return None
 
