@@ -6,11 +6,14 @@ tracking URI has its own directory, named by a hash of the URI without
 credentials, holding ``target.json`` (that URI). In it, each process writes one
 *family* of files, named ``<created-ms>-<pid>-<random>``:
 
-- ``<family>.<n>.spool``: segments, append-only JSON lines. The first line is a
-  header (``{"mlflow_agent_spool": 1, "tracking_uri": ..., "base": ...}``); every
-  other line is one record (see :func:`decode`). A record is written with one
-  ``write`` call when the caller logs it, so it survives the process being killed;
-  the writer thread fsyncs the segment after each batch.
+- ``<family>.<n>.spool``: segments of append-only JSON lines (8 MB, allocated
+  up front). The first line is a header (``{"mlflow_agent_spool": 1,
+  "tracking_uri": ..., "base": ...}``); every other line is one record (see
+  :func:`decode`). The caller's thread copies each record into the memory-mapped
+  segment before ``log_*`` returns, so it survives the process being killed; the
+  writer thread fsyncs the segment after each batch it takes. A segment is cut to
+  its records when it is closed; one left by a killed process ends with zeros,
+  and possibly a torn last line, which readers skip.
 - ``<family>.ack``: the position up to which every record was stored by the server.
 - ``<family>.lock``: held (``flock``) by the live process; a family whose lock can
   be taken belongs to a process that is gone, and is replayed by the next agent

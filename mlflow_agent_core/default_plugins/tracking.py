@@ -2,10 +2,18 @@
 
 Every param, metric, tag and artifact the agent hands over is written to a local
 spool and queued on the caller's thread, then sent by a background writer in
-``log_batch`` requests (see :mod:`.writer` for order and retries, :mod:`.spool`
-for the files). Nothing on the caller's thread waits for the network except
-``start_run`` (one short request), ``flush``, ``end_run`` and ``close``, and
-those wait with a bound.
+``log_batch`` requests (:mod:`.writer`; :mod:`.shipper` for batching, order and
+retries; :mod:`.spool` for the files; :mod:`.transport` for the calls). Nothing
+on the caller's thread waits for the network except ``start_run`` (one short
+request), ``flush``, ``end_run`` and ``close``, and those wait with a bound.
+``log_artifact`` and ``log_text`` copy the file into the spool and return; the
+upload follows in order with the run's other records.
+
+Durability. A record is in the spool's memory-mapped file when ``log_*``
+returns, so the process being killed loses nothing it accepted; the file is
+fsynced after each batch the writer takes, which bounds what an operating system
+crash can lose. Exit waits at most ``exit_timeout`` and leaves the rest in the
+spool, saying so in one log line.
 
 Starting. Building the backend probes an ``http(s)`` tracking server within
 ``probe_timeout``; an unreachable one raises
