@@ -343,7 +343,7 @@ def test_without_a_run_the_model_goes_to_the_configured_experiment(
 
     logged = MlflowClient().get_logged_model(logged_model_id(version))
     experiment = MlflowClient().get_experiment(logged.experiment_id)
-    assert experiment.name == "t"
+    assert experiment.name == registry_agent.configuration.experiment
     assert logged.source_run_id is None and version.run_id in (None, "")
 
 
