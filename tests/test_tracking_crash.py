@@ -44,6 +44,12 @@ TRAINING_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.fixture
+def spool_root(agent_config: dict[str, Any]) -> Path:
+    """The spool root that the agent fixtures configure."""
+    return Path(agent_config["tracking"]["spool_dir"])
+
+
 def train_and_kill(uri: str, spool: Path, accepted_at_least: int) -> tuple[str, int]:
     """Run the training child, SIGKILL it; return its run id and accepted count."""
     child = subprocess.Popen(
@@ -79,9 +85,9 @@ def assert_every_accepted_point_stored_once(steps: list[int], accepted: int) -> 
 
 
 def test_sync_after_sigkill_stores_every_accepted_point(
-    tracking_uri: str, tmp_path: Path
+    tracking_uri: str, spool_root: Path
 ) -> None:
-    spool = tmp_path / "spool"
+    spool = spool_root
     run_id, accepted = train_and_kill(tracking_uri, spool, accepted_at_least=4000)
     updates: list[SyncProgress] = []
 
@@ -96,9 +102,9 @@ def test_sync_after_sigkill_stores_every_accepted_point(
 
 
 def test_the_next_agent_start_replays_what_a_killed_process_left(
-    tracking_uri: str, tmp_path: Path, agent_factory: Any
+    tracking_uri: str, spool_root: Path, agent_factory: Any
 ) -> None:
-    spool = tmp_path / "spool"
+    spool = spool_root
     run_id, accepted = train_and_kill(tracking_uri, spool, accepted_at_least=2500)
     directory = target_dir(spool, tracking_uri)
     [left] = families(directory)

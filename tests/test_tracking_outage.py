@@ -35,6 +35,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
     own.stop()
 
 
+@pytest.fixture
+def spool_root(agent_config: dict[str, Any]) -> Path:
+    """The spool root that the agent fixtures configure."""
+    return Path(agent_config["tracking"]["spool_dir"])
+
+
 def running(server: MlflowServer) -> MlflowServer:
     if server.process is None:
         server.start()
@@ -79,7 +85,7 @@ def test_a_server_that_never_answers_fails_within_the_probe_timeout(
 
 
 def test_sync_to_a_server_still_down_reports_it_and_keeps_the_records(
-    agent_factory: Any, tmp_path: Path
+    agent_factory: Any, spool_root: Path
 ) -> None:
     uri = f"http://127.0.0.1:{free_port()}"
     agent = agent_factory(
@@ -90,11 +96,11 @@ def test_sync_to_a_server_still_down_reports_it_and_keeps_the_records(
             agent.log_metric("x", float(step), step=step)
     agent.reset()
 
-    report = sync_spool(tmp_path / "spool", uri, give_up_after=1.0)
+    report = sync_spool(spool_root, uri, give_up_after=1.0)
 
     assert not report.ok
     assert uri in report.errors[0] and "unreachable" in report.errors[0]
-    assert spooled_points(tmp_path / "spool", uri) == 100
+    assert spooled_points(spool_root, uri) == 100
 
 
 def test_a_server_killed_mid_run_gets_every_point_exactly_once(
@@ -125,10 +131,10 @@ def test_a_server_killed_mid_run_gets_every_point_exactly_once(
 
 
 def test_offline_ok_logs_to_the_spool_and_sync_creates_the_runs(
-    server: MlflowServer, agent_factory: Any, tmp_path: Path
+    server: MlflowServer, agent_factory: Any, tmp_path: Path, spool_root: Path
 ) -> None:
     server.stop()
-    spool = tmp_path / "spool"
+    spool = spool_root
     agent = agent_factory(
         configuration={"tracking_uri": server.uri, "experiment": "offline"},
         tracking={"offline_ok": True},

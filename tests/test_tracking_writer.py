@@ -25,10 +25,10 @@ from mlflow_agent_core.errors import ConfigError
 T0 = 1_700_000_000_000
 
 
-@pytest.fixture(scope="module")
-def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """One sqlite store for the module: creating one costs seconds; runs are apart."""
-    return f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
+@pytest.fixture
+def spool_root(agent_config: dict[str, Any]) -> Path:
+    """The spool root that the agent fixtures configure."""
+    return Path(agent_config["tracking"]["spool_dir"])
 
 
 def history(uri: str, run_id: str, key: str) -> list[tuple[str, float, int, int]]:
@@ -121,7 +121,7 @@ def test_eight_threads_log_80000_points_to_one_run(
 
 
 def test_records_beyond_queue_cap_wait_in_the_spool(
-    agent_factory: Any, tracking_uri: str, tmp_path: Path
+    agent_factory: Any, tracking_uri: str, spool_root: Path
 ) -> None:
     agent = agent_factory(tracking={"queue_cap": 300, "batch_size": 200})
     with agent.start_run("spill") as run:
@@ -132,12 +132,12 @@ def test_records_beyond_queue_cap_wait_in_the_spool(
     steps = [step for _, _, _, step in history(tracking_uri, run.run_id, "x")]
     assert steps == list(range(6000))
     agent.reset()
-    for directory in spool_dirs(tmp_path / "spool"):
+    for directory in spool_dirs(spool_root):
         assert families(directory) == [], "a fully sent spool is deleted at close"
 
 
 def test_a_refused_batch_is_kept_in_rejected_jsonl_and_others_go_on(
-    agent_factory: Any, tracking_uri: str, tmp_path: Path,
+    agent_factory: Any, tracking_uri: str, spool_root: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     agent = agent_factory()
@@ -151,7 +151,7 @@ def test_a_refused_batch_is_kept_in_rejected_jsonl_and_others_go_on(
 
     after = history(tracking_uri, run.run_id, "after")
     assert [(key, value, step) for key, value, _, step in after] == [("after", 2.0, 1)]
-    [directory] = spool_dirs(tmp_path / "spool")
+    [directory] = spool_dirs(spool_root)
     entries = [json.loads(line) for line in (directory / REJECTED_FILE).open()]
     assert [e["record"]["params"] for e in entries] == [{"lr": "0.5"}]
     assert entries[0]["record"]["run_id"] == run.run_id
@@ -178,7 +178,7 @@ def test_artifacts_and_text_are_uploaded_from_a_private_copy(
 
 
 def test_runs_go_to_the_tracking_uri_current_when_they_start(
-    agent_factory: Any, tracking_uri: str, tmp_path: Path
+    agent_factory: Any, tracking_uri: str, tmp_path: Path, spool_root: Path
 ) -> None:
     agent = agent_factory()
     with agent.start_run("first") as first:
@@ -191,7 +191,7 @@ def test_runs_go_to_the_tracking_uri_current_when_they_start(
 
     assert MlflowClient(tracking_uri).get_run(first.run_id).data.metrics == {"m": 1.0}
     assert MlflowClient(other).get_run(second.run_id).data.metrics == {"m": 2.0}
-    assert len(spool_dirs(tmp_path / "spool")) == 2, "one spool directory per URI"
+    assert len(spool_dirs(spool_root)) == 2, "one spool directory per URI"
 
 
 def test_a_child_run_links_to_its_parent(agent_factory: Any, tracking_uri: str) -> None:
