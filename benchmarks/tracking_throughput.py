@@ -157,10 +157,17 @@ def agent_per_step(agent: MLFlowAgent, points: int, latencies: list[float]) -> s
     return run.run_id
 
 
-def warm_up(client: MlflowClient, experiment_id: str) -> None:
-    # The server's workers load lazily; keep that out of every measurement.
-    for _ in range(3):
-        raw_batches(client, experiment_id, 4000, "warmup")
+def warm_up(experiment_id: str, uri: str) -> None:
+    # The server's workers load lazily, and one connection reaches only one of
+    # them: warm every worker through several connections at once.
+    def work() -> None:
+        raw_batches(MlflowClient(uri), experiment_id, 8000, "warmup")
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def main() -> int:
@@ -189,7 +196,7 @@ def run_all(
     mlflow.set_tracking_uri(server.uri)
     client = MlflowClient(server.uri)
     experiment_id = mlflow.set_experiment(EXPERIMENT).experiment_id
-    warm_up(client, experiment_id)
+    warm_up(experiment_id, server.uri)
     print(f"server {server.uri} warmed up; measuring", flush=True)
 
     results = [
