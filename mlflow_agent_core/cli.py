@@ -507,6 +507,8 @@ def sync(
     from .sync import sync_spool
 
     root = spool_dir if spool_dir is not None else _configured_spool_dir(config_path)
+    if tracking_uri is not None:
+        tracking_uri = _resolved_uri(tracking_uri)
     total = sum(b.waiting for b in spool_backlog(root, tracking_uri))
     progress = _SyncBar(total, enabled=not as_json)
     with progress:
@@ -520,6 +522,16 @@ def sync(
         _print_sync_summary(report)
     if not report.ok or report.rejected:
         _fail()
+
+
+def _resolved_uri(uri: str) -> str:
+    """The URI as the agent spools under it (relative sqlite paths made absolute)."""
+    from .default_plugins.configuration import UriError, resolve_uri
+
+    try:
+        return resolve_uri(uri)
+    except UriError as exc:
+        raise click.BadParameter(str(exc), param_hint="--tracking-uri") from None
 
 
 def _configured_spool_dir(config_path: str | None) -> str | None:

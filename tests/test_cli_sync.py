@@ -115,3 +115,41 @@ def test_sync_with_nothing_spooled_as_a_subprocess(tmp_path: Path) -> None:
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("Nothing to send in ")
+
+
+def test_sync_refuses_a_file_store_uri_with_the_migration_hint(tmp_path: Path) -> None:
+    result = invoke(
+        "sync", "--spool-dir", str(tmp_path / "spool"), "--tracking-uri", "./mlruns"
+    )
+
+    assert result.exit_code == 2
+    assert "--tracking-uri" in result.output
+    assert "mlflow migrate-filestore" in result.output
+
+
+def test_sync_matches_a_relative_sqlite_uri_to_its_absolute_spool(
+    tmp_path: Path,
+) -> None:
+    absolute = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MLFlowAgent.reset()
+    agent = MLFlowAgent(
+        config={
+            "configuration": {"tracking_uri": absolute},
+            "tracking": {"spool_dir": str(tmp_path / "spool")},
+        }
+    )
+    try:
+        with agent.start_run():
+            agent.log_metric("loss", 0.5)
+    finally:
+        MLFlowAgent.reset()
+
+    # The test runs in tmp_path, so the relative URI names the same store.
+    result = invoke(
+        "sync", "--json", "--spool-dir", str(tmp_path / "spool"),
+        "--tracking-uri", "sqlite:///mlflow.db",
+    )
+
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["tracking_uris"] == [absolute]
