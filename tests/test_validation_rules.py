@@ -997,3 +997,28 @@ def test_property_registry_and_steps(value: object) -> None:
     if "step" in outcomes:
         assert type(outcomes["step"]) is int
         assert outcomes["step"] == (0 if value is None else value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    value=st.floats(allow_nan=True, allow_infinity=True),
+    step=st.one_of(st.none(), st.integers(min_value=-5, max_value=2**63 + 5)),
+)
+def test_a_known_key_gives_the_same_point_as_a_new_one(
+    value: float, step: int | None
+) -> None:
+    warmed = InputValidator(InputPolicy())
+    warmed.metric("loss", 1.0, None, 0)  # "loss" is now a known key
+
+    def outcome(validator: InputValidator) -> object:
+        try:
+            return validator.metric("loss", value, step, 1_700_000_000_000)
+        except InvalidInputError as exc:
+            return type(exc)
+
+    fresh = outcome(InputValidator(InputPolicy()))
+    known = outcome(warmed)
+    if isinstance(fresh, MetricPoint) and math.isnan(fresh.value):
+        assert isinstance(known, MetricPoint) and math.isnan(known.value)
+    else:
+        assert known == fresh
