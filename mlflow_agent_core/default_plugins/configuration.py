@@ -27,6 +27,14 @@ logger = logging.getLogger(__name__)
 SQLITE_PREFIX = "sqlite:///"
 # Tracking URIs that MLflow accepts without a scheme; any other bare value is a path.
 SCHEMELESS_URIS = ("databricks", "databricks-uc", "uc")
+# MLflow's defaults (7 retries, backoff factor 2, 120 s timeout) kept a call to a
+# dead server blocked for about four minutes. The agent lowers them unless the
+# environment already sets them.
+HTTP_ENV = {
+    "http_max_retries": "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+    "http_timeout": "MLFLOW_HTTP_REQUEST_TIMEOUT",
+}
+HTTP_BACKOFF_ENV = "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"
 CREDENTIAL_ENV = {
     "username": "MLFLOW_TRACKING_USERNAME",
     "password": "MLFLOW_TRACKING_PASSWORD",
@@ -44,7 +52,7 @@ class ConfigurationOptions:
         default=None, metadata={"help": "model registry URI; defaults to tracking_uri"}
     )
     experiment: str = field(
-        default="Default", metadata={"help": "experiment that new runs go to"}
+        default="quickstart", metadata={"help": "experiment that new runs go to"}
     )
     username: str | None = field(
         default=None, metadata={"help": "HTTP basic auth user for the server"}
@@ -54,6 +62,15 @@ class ConfigurationOptions:
     )
     token: str | None = field(
         default=None, metadata={"help": "bearer token for the server; use ${VAR}"}
+    )
+    http_max_retries: int = field(
+        default=2,
+        metadata={"help": "retries of MLflow's own HTTP requests (registry, "
+                  "models); MLflow's default of 7 can block a call for minutes"},
+    )
+    http_timeout: int = field(
+        default=30,
+        metadata={"help": "seconds MLflow's own HTTP requests wait for an answer"},
     )
 
 
@@ -106,6 +123,8 @@ class ResolvedConfiguration:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     token: str | None = field(default=None, repr=False)
+    http_max_retries: int = 2
+    http_timeout: int = 30
 
 
 class MlflowConfiguration:
@@ -118,6 +137,7 @@ class MlflowConfiguration:
         self._tracking_uri = resolved.tracking_uri
         self._registry_override = resolved.registry_uri
         self._apply_credentials(resolved)
+        self._apply_http_limits(resolved)
         self._apply()
 
     @classmethod
@@ -127,6 +147,10 @@ class MlflowConfiguration:
         experiment = parsed.experiment.strip()
         if not experiment:
             raise options.error("experiment", "the experiment name is empty")
+        if parsed.http_max_retries < 0:
+            raise options.error("http_max_retries", "must be 0 or more")
+        if parsed.http_timeout < 1:
+            raise options.error("http_timeout", "must be at least 1 second")
 
         return ResolvedConfiguration(
             tracking_uri=cls._resolve(options, "tracking_uri", parsed.tracking_uri),
@@ -139,6 +163,8 @@ class MlflowConfiguration:
             username=parsed.username,
             password=parsed.password,
             token=parsed.token,
+            http_max_retries=parsed.http_max_retries,
+            http_timeout=parsed.http_timeout,
         )
 
     @staticmethod
@@ -190,6 +216,12 @@ class MlflowConfiguration:
             value: Any = getattr(parsed, option)
             if value is not None:
                 os.environ[variable] = str(value)
+
+    @staticmethod
+    def _apply_http_limits(parsed: ResolvedConfiguration) -> None:
+        for option, variable in HTTP_ENV.items():
+            os.environ.setdefault(variable, str(getattr(parsed, option)))
+        os.environ.setdefault(HTTP_BACKOFF_ENV, "1")
 
 
 def _make_parent_dir(uri: str) -> None:
