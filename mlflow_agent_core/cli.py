@@ -482,7 +482,11 @@ def doctor(as_json: bool, config_path: str | None, timeout: float) -> None:
 )
 @click.option(
     "--tracking-uri", default=None,
-    help="Send only what was spooled for this URI (default: every URI).",
+    help="Send what was spooled for this URI (default: the configured one).",
+)
+@click.option(
+    "--all", "every_uri", is_flag=True,
+    help="Send what was spooled for every tracking URI in the spool.",
 )
 @click.option(
     "--give-up-after", type=click.FloatRange(min=0), default=30.0,
@@ -494,6 +498,7 @@ def doctor(as_json: bool, config_path: str | None, timeout: float) -> None:
 def sync(
     spool_dir: str | None,
     tracking_uri: str | None,
+    every_uri: bool,
     give_up_after: float,
     as_json: bool,
     config_path: str | None,
@@ -506,9 +511,13 @@ def sync(
     from .doctor import spool_backlog
     from .sync import sync_spool
 
+    if every_uri and tracking_uri is not None:
+        raise click.UsageError("give --tracking-uri or --all, not both")
     root = spool_dir if spool_dir is not None else _configured_spool_dir(config_path)
     if tracking_uri is not None:
         tracking_uri = _resolved_uri(tracking_uri)
+    elif not every_uri:
+        tracking_uri = _configured_tracking_uri(config_path)
     total = sum(b.waiting for b in spool_backlog(root, tracking_uri))
     progress = _SyncBar(total, enabled=not as_json)
     with progress:
@@ -532,6 +541,12 @@ def _resolved_uri(uri: str) -> str:
         return resolve_uri(uri)
     except UriError as exc:
         raise click.BadParameter(str(exc), param_hint="--tracking-uri") from None
+
+
+def _configured_tracking_uri(config_path: str | None) -> str:
+    """The resolved ``configuration.tracking_uri`` of the configuration."""
+    options = _load(config_path).data.get("configuration", {})
+    return _resolved_uri(str(options.get("tracking_uri", "sqlite:///mlflow.db")))
 
 
 def _configured_spool_dir(config_path: str | None) -> str | None:
@@ -575,7 +590,9 @@ def _print_sync_summary(report: Any) -> None:
         return
     click.echo(f"Sent {report.sent} records to {uris}")
     if report.runs:
-        click.echo(f"Created {len(report.runs)} runs started offline:")
+        count = len(report.runs)
+        noun = "run" if count == 1 else "runs"
+        click.echo(f"Created {count} {noun} started offline:")
         for provisional, run_id in sorted(report.runs.items()):
             click.echo(f"    {provisional} -> {run_id}")
     if report.rejected:

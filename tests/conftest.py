@@ -6,7 +6,6 @@ They build on the fixtures the package ships for plugin authors
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,18 +13,7 @@ from typing import Any
 import pytest
 
 from mlflow_agent_core.pytest_plugin import merge_config
-from tests.servers import MlflowServer, quiet_mlflow_env
-
-# Nothing leaves the machine, and a dead server fails fast instead of retrying.
-os.environ.update(
-    {
-        key: value
-        for key, value in quiet_mlflow_env().items()
-        if key.startswith("MLFLOW_")
-    }
-)
-os.environ.pop("MLFLOW_TRACKING_URI", None)
-os.environ.pop("MLFLOW_AGENT_CONFIG", None)
+from tests.servers import MlflowServer
 
 AgentFactory = Callable[..., Any]
 

@@ -39,13 +39,16 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     model = LogisticRegression(max_iter=300).fit(features, labels)
 
     MLFlowAgent.reset()
-    agent = MLFlowAgent.from_yaml(config_file)
-    try:
-        with agent.start_run(run_name="iris"):
-            agent.register_model(model, MODEL, input_example=features[:2])
-            agent.register_model(model, MODEL, format="pickle")
-    finally:
-        MLFlowAgent.reset()
+    # The store's artifacts go to ./mlruns: keep them in this module's folder.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        agent = MLFlowAgent.from_yaml(config_file)
+        try:
+            with agent.start_run(run_name="iris"):
+                agent.register_model(model, MODEL, input_example=features[:2])
+                agent.register_model(model, MODEL, format="pickle")
+        finally:
+            MLFlowAgent.reset()
     yield config_file
 
 

@@ -88,7 +88,7 @@ def test_sync_sends_a_run_spooled_during_an_outage(
 
     assert sent.exit_code == 0, sent.output
     assert f"Sent {backlog['waiting']} records to {uri}" in sent.stdout
-    assert "Created 1 runs started offline" in sent.stdout
+    assert "Created 1 run started offline" in sent.stdout
 
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout)["sent"] == 0
@@ -153,3 +153,22 @@ def test_sync_matches_a_relative_sqlite_uri_to_its_absolute_spool(
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["tracking_uris"] == [absolute]
+
+
+def test_sync_sends_only_the_configured_uri_unless_asked_for_all(
+    tmp_path: Path,
+) -> None:
+    down = f"http://127.0.0.1:{free_port()}"
+    spool_offline_run(tmp_path, down)
+    elsewhere = write_config(tmp_path, f"sqlite:///{tmp_path / 'other.db'}")
+
+    configured = invoke("sync", "--json", "--config", str(elsewhere))
+    every = invoke("sync", "--json", "--all", "--config", str(elsewhere))
+    both = invoke("sync", "--all", "--tracking-uri", down, "--config", str(elsewhere))
+
+    assert configured.exit_code == 0, configured.output
+    assert json.loads(configured.stdout)["sent"] == 0
+    assert down not in configured.stdout
+    assert every.exit_code == 1
+    assert json.loads(every.stdout)["tracking_uris"] == [down]
+    assert both.exit_code == 2
