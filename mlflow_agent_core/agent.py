@@ -273,6 +273,7 @@ class MLFlowAgent(metaclass=SingletonMeta):
         run already open, ``nested=True`` starts a child run of it; otherwise
         :class:`RunStateError` names the open run.
         """
+        self._check_open()
         name = self.inputs.run_name(run_name)
         batch = self.inputs.params(params or {})
         clean_tags = self.inputs.tags(tags or {})
@@ -294,7 +295,12 @@ class MLFlowAgent(metaclass=SingletonMeta):
         if batch.values:
             self._log_param_batch(state, batch.values, batch.overflow)
         logger.info("Started run %s (%s)", run.run_id, run.run_name or "unnamed")
-        self.plugins.run_started(self, run)
+        try:
+            self.plugins.run_started(self, run)
+        except PluginError:
+            # The caller never gets the run, so it cannot end it: end it here.
+            self._end_run(run, "FAILED")
+            raise
         return ActiveRun(self, run)
 
     def end_run(self, status: str = "FINISHED") -> None:
@@ -326,7 +332,15 @@ class MLFlowAgent(metaclass=SingletonMeta):
             logger.info("Ended run %s as %s", each.run_id, status)
             self.plugins.run_finished(self, each, status)
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RunStateError(
+                "this MLFlowAgent was closed by MLFlowAgent.reset() or at exit; "
+                "use the current one, MLFlowAgent(...)"
+            )
+
     def _require_run(self) -> _RunState:
+        self._check_open()
         runs = self._runs
         if not runs:
             raise RunStateError(
@@ -424,6 +438,7 @@ class MLFlowAgent(metaclass=SingletonMeta):
         The version is linked to the active run when there is one. Extra keyword
         arguments go to the registry backend.
         """
+        self._check_open()
         model_name = self.inputs.model_name(name)
         clean_tags = self.inputs.tags(tags or {})
         self.tracking.flush()

@@ -18,6 +18,7 @@ import dataclasses
 import difflib
 import json
 import logging
+import math
 import os
 import re
 import threading
@@ -29,6 +30,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 import yaml
 
 from .errors import ConfigError, PluginError
+from .redaction import is_secret_name
 
 __all__ = [
     "CONCERNS",
@@ -92,7 +94,6 @@ _ENV_BOOLS = {
     "true": True, "yes": True, "1": True, "false": False, "no": False, "0": False
 }
 _INT_TEXT = re.compile(r"[+-]?[0-9]+")
-_SECRET_WORDS = ("password", "passwd", "token", "secret", "key", "credential")
 _URI_PASSWORD = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/@:]*:)[^/@]+@")
 
 _announced: set[str] = set()
@@ -629,10 +630,7 @@ def _suggest(name: str, valid: tuple[str, ...] | list[str]) -> str:
 
 
 def _is_secret(path: KeyPath) -> bool:
-    return any(
-        isinstance(part, str) and any(word in part.lower() for word in _SECRET_WORDS)
-        for part in path
-    )
+    return any(isinstance(part, str) and is_secret_name(part) for part in path)
 
 
 def _redact(value: Any, path: KeyPath = ()) -> Any:
@@ -912,16 +910,14 @@ def _to_int(value: Any, from_env: bool) -> Any:
 
 
 def _to_float(value: Any, from_env: bool) -> Any:
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         return _NO_MATCH
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return _NO_MATCH
-    return _NO_MATCH
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        return _NO_MATCH
+    # NaN and infinities make no sense as an interval, a size or a timeout.
+    return number if math.isfinite(number) else _NO_MATCH
 
 
 def _to_str(value: Any, from_env: bool) -> Any:

@@ -70,7 +70,8 @@ def mlflow_agent_run_started(agent: MLFlowAgent, run: Run) -> None:
 
     Called on the caller's thread after the run exists and its initial params and
     tags were accepted. Every implementation is called; return values are ignored.
-    An exception raised here propagates to the caller of ``start_run``.
+    An exception raised here ends the run FAILED and reaches the caller of
+    ``start_run`` as a :class:`PluginError` naming the plugin.
     """
 
 
@@ -79,7 +80,8 @@ def mlflow_agent_run_finished(agent: MLFlowAgent, run: Run, status: str) -> None
     """A run was ended with ``status`` (``FINISHED``, ``FAILED`` or ``KILLED``).
 
     Called after the run's queued data was flushed and the run was ended. Every
-    implementation is called; return values are ignored.
+    implementation is called; return values are ignored. An exception raised here
+    reaches the caller as a :class:`PluginError` naming the plugin.
     """
 
 
@@ -90,5 +92,7 @@ def mlflow_agent_model_registered(
     """A model version was registered through the agent.
 
     ``model_version`` has at least ``.name`` and ``.version``. Every implementation
-    is called after the registry backend returned; return values are ignored.
+    is called after the registry backend returned; return values are ignored. An
+    exception raised here reaches the caller as a :class:`PluginError` naming the
+    plugin; the version stays registered.
     """

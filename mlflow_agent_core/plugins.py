@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from . import hookspecs
+from .config import DEFAULTS_SOURCE
 from .errors import ConfigError, PluginError
 from .hookspecs import CONCERNS, PROJECT, StrategyFactory
 from .logs import StderrHandler
@@ -273,9 +274,17 @@ class PluginHost:
         if any(name in (info.name, info.distribution) for info in self.skipped):
             hint = " A plugin of that name is installed but not allowed by the plugins"
             hint += " allow/block lists."
+        elif self.filter.allow is not None:
+            allowed = ", ".join(sorted(self.filter.allow)) or "nothing"
+            hint = f" The plugins allow list ({allowed}) loads only those plugins."
         source, line, column = position
+        chosen = repr(name)
+        if source == DEFAULTS_SOURCE:
+            # No file to point at: the backend is the built-in default.
+            source, line, column = None, None, None
+            chosen += " (the built-in default)"
         raise ConfigError(
-            f"{concern}.backend: no installed plugin provides {name!r}. "
+            f"{concern}.backend: no installed plugin provides {chosen}. "
             f"Available {concern} backends: {listing}.{hint} Install the plugin "
             f"that provides it, or pick one of the available backends",
             source=source,
@@ -293,15 +302,40 @@ class PluginHost:
     # The fan-out hooks, typed
 
     def run_started(self, agent: MLFlowAgent, run: Run) -> None:
-        self.manager.hook.mlflow_agent_run_started(agent=agent, run=run)
+        self._fan_out("mlflow_agent_run_started", agent=agent, run=run)
 
     def run_finished(self, agent: MLFlowAgent, run: Run, status: str) -> None:
-        self.manager.hook.mlflow_agent_run_finished(agent=agent, run=run, status=status)
+        self._fan_out("mlflow_agent_run_finished", agent=agent, run=run, status=status)
 
     def model_registered(self, agent: MLFlowAgent, model_version: ModelVersion) -> None:
-        self.manager.hook.mlflow_agent_model_registered(
-            agent=agent, model_version=model_version
+        self._fan_out(
+            "mlflow_agent_model_registered", agent=agent, model_version=model_version
         )
+
+    def _fan_out(self, hook_name: str, **kwargs: Any) -> None:
+        caller = getattr(self.manager.hook, hook_name)
+        try:
+            caller(**kwargs)
+        except Exception as exc:
+            raise PluginError(
+                f"plugin {self._culprit(caller, exc)} failed in {hook_name}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+
+    def _culprit(self, caller: Any, exc: BaseException) -> str:
+        """The plugin whose hook implementation raised ``exc``, from its traceback."""
+        owners = {
+            impl.function.__code__: impl.plugin_name
+            for impl in caller.get_hookimpls()
+            if hasattr(impl.function, "__code__")
+        }
+        traceback = exc.__traceback__
+        while traceback is not None:
+            name = owners.get(traceback.tb_frame.f_code)
+            if name is not None:
+                return self._info[name].label
+            traceback = traceback.tb_next
+        return "(unknown)"
 
     # Tracing
 

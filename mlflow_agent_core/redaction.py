@@ -17,7 +17,8 @@ from typing import Any
 __all__ = ["MASK", "is_secret_name", "redact_text", "redact_tree", "secret_values"]
 
 MASK = "***"
-SECRET_WORDS = ("password", "passwd", "token", "secret", "key", "credential")
+SECRET_WORDS = ("password", "passwd", "token", "secret", "credential")
+_NAME_PARTS = re.compile(r"[^a-z0-9]+")
 # Short values (an empty password, "1") would mask unrelated text everywhere.
 MIN_SECRET_LENGTH = 4
 _URI_USERINFO = re.compile(
@@ -26,9 +27,15 @@ _URI_USERINFO = re.compile(
 
 
 def is_secret_name(name: str) -> bool:
-    """Whether a key or variable name says its value is a secret."""
+    """Whether a key or variable name says its value is a secret.
+
+    ``api_key``, ``ACCESS_KEY`` and ``apikey`` do; ``inputs.keys`` does not, so
+    errors about it can show the wrong value.
+    """
     lowered = name.lower()
-    return any(word in lowered for word in SECRET_WORDS)
+    if any(word in lowered for word in SECRET_WORDS):
+        return True
+    return any(part.endswith("key") for part in _NAME_PARTS.split(lowered))
 
 
 def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:

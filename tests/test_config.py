@@ -23,6 +23,7 @@ from mlflow_agent_core.config import (
     load_config_text,
 )
 from mlflow_agent_core.errors import ConfigError, PluginError
+from mlflow_agent_core.validation import InputPolicy
 
 DEFAULT_DATA = {
     "configuration": {
@@ -806,3 +807,31 @@ def test_agent_config_repr_and_redacted() -> None:
     assert config.redacted()["configuration"]["password"] == "***"
     assert config.data["configuration"]["password"] == "pw"
     assert isinstance(config, AgentConfig)
+
+
+@dataclass
+class Timeouts:
+    exit_timeout: float = 10.0
+
+
+@pytest.mark.parametrize("text", [".nan", ".inf", "-.inf", "'nan'", "1e400"])
+def test_a_float_option_must_be_finite(text: str) -> None:
+    config = load_config_text(f"tracking:\n  exit_timeout: {text}\n", "a.yaml")
+
+    with pytest.raises(ConfigError, match=r"^a\.yaml:2:17: tracking\.exit_timeout"):
+        config.options("tracking").parse(Timeouts)
+
+
+def test_an_option_named_keys_is_not_a_secret() -> None:
+    config = load_config_text("inputs:\n  keys: lax\n", "a.yaml")
+
+    with pytest.raises(ConfigError) as caught:
+        config.options("inputs").parse(InputPolicy)
+
+    assert "'lax'" in str(caught.value) and "***" not in str(caught.value)
+
+
+def test_an_api_key_is_a_secret() -> None:
+    config = load_config_text("registry:\n  api_key: hunter22\n", "a.yaml")
+
+    assert "hunter22" not in repr(config.options("registry"))

@@ -10,7 +10,13 @@ from typing import Any
 
 import pytest
 
-from mlflow_agent_core import ConfigError, MLFlowAgent, PluginError, hookimpl
+from mlflow_agent_core import (
+    ConfigError,
+    MLFlowAgent,
+    PluginError,
+    RunStateError,
+    hookimpl,
+)
 from tests.distributions import make_distribution
 
 REGISTRY_PLUGIN = """
@@ -280,3 +286,41 @@ def test_importing_the_package_loads_no_mlflow_torch_or_plugins() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_a_hook_that_raises_is_a_plugin_error_and_the_run_ends_failed(
+    agent_config: dict[str, Any]
+) -> None:
+    class Exploding:
+        @hookimpl
+        def mlflow_agent_run_started(self, run: Any) -> None:
+            raise RuntimeError("exploded in run_started")
+
+    agent = MLFlowAgent(config=agent_config, plugins=[Exploding()])
+    with pytest.raises(PluginError) as caught:
+        agent.start_run(run_name="hooked")
+
+    message = str(caught.value)
+    assert "inline.Exploding" in message
+    assert "mlflow_agent_run_started" in message
+    assert "exploded in run_started" in message
+    assert isinstance(caught.value.__cause__, RuntimeError)
+    assert agent.active_run is None
+    agent.flush()
+    from mlflow import MlflowClient
+
+    client = MlflowClient(agent.configuration.tracking_uri)
+    [run] = client.search_runs(
+        [client.get_experiment_by_name(agent.configuration.experiment).experiment_id]
+    )
+    assert run.info.run_name == "hooked" and run.info.status == "FAILED"
+
+
+def test_an_agent_after_reset_refuses_to_work(agent_config: dict[str, Any]) -> None:
+    agent = MLFlowAgent(config=agent_config)
+    MLFlowAgent.reset()
+
+    with pytest.raises(RunStateError, match="MLFlowAgent.reset"):
+        agent.start_run(run_name="zombie")
+    with pytest.raises(RunStateError, match="MLFlowAgent.reset"):
+        agent.log_metric("loss", 1.0)
