@@ -379,6 +379,14 @@ def _log_alias(alias: str, name: str, version: str) -> None:
     logger.info("Alias %r of %r now points at version %s", alias, name, version)
 
 
+def _installed_backends(agent: Any) -> list[str]:
+    """Names of the agent's registry backends, sorted; empty when it has no plugins."""
+    plugins = getattr(agent, "plugins", None)
+    if plugins is None:
+        return []
+    return sorted(plugins.strategies("registry"))
+
+
 def _describe(model: object) -> str:
     cls = type(model)
     return f"{cls.__module__}.{cls.__qualname__}"
@@ -399,6 +407,8 @@ class MlflowRegistry:
     """The name ``agent.yaml`` selects; used in log lines, errors and tags."""
     options_class: ClassVar[type[RegistryOptions]] = RegistryOptions
     """The dataclass validating this backend's options."""
+    supported_models: ClassVar[str] = "the models its supports() accepts"
+    """What this backend registers, for errors, e.g. ``torch.nn.Module models``."""
 
     _warned_modules: ClassVar[set[str]] = set()
 
@@ -492,11 +502,7 @@ class MlflowRegistry:
         """
         options = self._call_options(backend_kwargs)
         if not self.supports(model):
-            raise InvalidInputError(
-                f"the {self.backend_name!r} registry backend cannot register a "
-                f"{_describe(model)}; pass a model it supports, or set "
-                "registry: {backend: auto} to pick a backend per model"
-            )
+            raise self._unsupported(model)
 
         with tempfile.TemporaryDirectory(prefix="mlflow-agent-model-") as tmp:
             path = os.path.join(tmp, "model")
@@ -544,6 +550,16 @@ class MlflowRegistry:
             return client.get_model_version(name, version)
 
     # Registration steps
+
+    def _unsupported(self, model: object) -> InvalidInputError:
+        installed = ", ".join(_installed_backends(self.agent)) or "none"
+        return InvalidInputError(
+            f"the {self.backend_name!r} registry backend cannot register a "
+            f"{_describe(model)}: it registers {self.supported_models}. Installed "
+            f"registry backends: {installed}. Pass such a model, select the backend "
+            "for this kind of model in registry: {backend: ...}, or set registry: "
+            "{backend: auto} to pick one per model"
+        )
 
     def _call_options(self, overrides: Mapping[str, Any]) -> Any:
         if not overrides:

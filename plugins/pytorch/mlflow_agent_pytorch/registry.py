@@ -24,9 +24,10 @@ import copy
 import itertools
 import logging
 import os
+import reprlib
 import shutil
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -52,6 +53,12 @@ Format = Literal["auto", "pt2", "pickle"]
 
 _PT2_FILE = os.path.join("data", "model.pt2")
 _MESSAGE_LIMIT = 600
+_EXAMPLE_FORMS = (
+    "a torch.Tensor or numeric numpy array (the argument of forward()), or a "
+    "non-empty tuple or list of them (one per forward() argument)"
+)
+# numpy dtype kinds a tensor can hold: bool, signed, unsigned, float, complex.
+_NUMERIC_KINDS = "biufc"
 
 
 @dataclass
@@ -75,6 +82,7 @@ class PytorchRegistry(MlflowRegistry):
 
     backend_name = "pytorch"
     options_class = PytorchOptions
+    supported_models = "torch.nn.Module models"
 
     def supports(self, model: object) -> bool:
         # Without torch imported, nothing can be a torch module: no import needed.
@@ -98,34 +106,29 @@ class PytorchRegistry(MlflowRegistry):
             )
 
         arrays = _example_arrays(input_example)
-        serialization_format = self._choose_format(
-            model, options, input_example, arrays
-        )
+        serialization_format = self._choose_format(model, options, input_example)
         with _cpu_eval_copy(model, devices) as ready:
+            if arrays is not None:
+                _run_example(ready, arrays)
             if serialization_format == "pt2" and arrays is not None:
                 self._save_pt2(ready, path, arrays, options)
             else:
-                self._save_pickle(ready, path, input_example, arrays, options)
+                self._save_pickle(ready, path, arrays, options)
         return SavedModel(serialization_format, {DEVICE_TAG: _device_text(devices)})
 
     # Format
 
     def _choose_format(
-        self,
-        model: Any,
-        options: PytorchOptions,
-        input_example: Any,
-        arrays: tuple[np.ndarray, ...] | None,
+        self, model: Any, options: PytorchOptions, input_example: Any
     ) -> str:
-        problem = _pt2_problem(model, input_example, arrays)
+        problem = _pt2_problem(model, input_example)
         if options.format == "pickle":
             return "pickle"
         if options.format == "pt2":
             if problem is not None:
                 raise InvalidInputError(
-                    f"format 'pt2' cannot be used: {problem}. Pass input_example=<a "
-                    "tensor or array batch, or a tuple of them> to register_model, or "
-                    "choose format='pickle'"
+                    f"format 'pt2' cannot be used: {problem}. Pass input_example="
+                    f"<{_EXAMPLE_FORMS}> to register_model, or choose format='pickle'"
                 )
             return "pt2"
         if problem is None:
@@ -209,7 +212,6 @@ class PytorchRegistry(MlflowRegistry):
         self,
         model: torch.nn.Module,
         path: str,
-        input_example: Any,
         arrays: tuple[np.ndarray, ...] | None,
         options: PytorchOptions,
     ) -> None:
@@ -217,15 +219,10 @@ class PytorchRegistry(MlflowRegistry):
         import torch
 
         signature: Any = None
-        example = input_example
+        example = None
         if arrays is not None:
-            try:
-                signature = _signature(model, arrays, dynamic=options.dynamic_batch)
-            except Exception as exc:
-                raise InvalidInputError(
-                    f"the {type(model).__name__} model failed on input_example: "
-                    f"{_short(exc)}. Pass what forward() takes"
-                ) from exc
+            signature = _signature(model, arrays, dynamic=options.dynamic_batch)
+            # MLflow's pyfunc feeds one array to forward(): several stay unsaved.
             example = arrays[0] if len(arrays) == 1 else None
 
         # Loading a pickle imports every module class, so their packages are needed.
@@ -311,22 +308,67 @@ def _cpu_eval_copy(
 
 
 def _example_arrays(input_example: Any) -> tuple[np.ndarray, ...] | None:
-    """The example as CPU numpy arrays, or None when it is not tensors/arrays."""
+    """The example as CPU numpy arrays, one per forward() argument; None for none.
+
+    Raises InvalidInputError for any other form: MLflow's pytorch flavor passes
+    examples to forward() positionally, as tensors.
+    """
+    if input_example is None:
+        return None
+    if not isinstance(input_example, (tuple, list)):
+        return (_example_array(input_example, "input_example"),)
+    if not input_example:
+        raise InvalidInputError(
+            f"input_example is an empty {type(input_example).__name__}; pass "
+            f"{_EXAMPLE_FORMS}"
+        )
+    return tuple(
+        _example_array(item, f"input_example[{index}]")
+        for index, item in enumerate(input_example)
+    )
+
+
+def _example_array(value: Any, label: str) -> np.ndarray:
     import numpy as np
 
-    several = isinstance(input_example, (tuple, list))
-    items = input_example if several else (input_example,)
-    if not items:
-        return None
-    arrays = []
-    for item in items:
-        if isinstance(item, np.ndarray):
-            arrays.append(item)
-        elif _is_tensor(item):
-            arrays.append(_tensor_to_numpy(item))
-        else:
-            return None
-    return tuple(arrays)
+    if _is_tensor(value):
+        array = _tensor_to_numpy(value, label)
+    elif isinstance(value, np.ndarray):
+        array = value
+    else:
+        raise InvalidInputError(_unsupported_example(value, label))
+    if array.dtype.kind not in _NUMERIC_KINDS:
+        raise InvalidInputError(
+            f"{label} is a numpy array of dtype {array.dtype}, which no tensor can "
+            "hold; pass numbers, e.g. np.asarray(example, dtype=np.float32)"
+        )
+    return array
+
+
+def _unsupported_example(value: Any, label: str) -> str:
+    kind = _describe(value)
+    if isinstance(value, Mapping):
+        keys = ", ".join(repr(key) for key in list(value)[:5])
+        return (
+            f"{label} is a dict (keys {keys}); MLflow's pytorch flavor passes the "
+            "example to forward() positionally, so keyword inputs are not supported. "
+            f"Pass {_EXAMPLE_FORMS}, e.g. a tuple of the values in forward()'s order"
+        )
+    if kind.startswith("pandas."):
+        return (
+            f"{label} is a {kind}; pass its values as an array, e.g. "
+            f"df.to_numpy(dtype='float32'). Accepted: {_EXAMPLE_FORMS}"
+        )
+    return (
+        f"{label} is of type {kind} ({reprlib.repr(value)}); the pytorch backend takes "
+        f"{_EXAMPLE_FORMS}. Wrap numbers with torch.tensor(...)"
+    )
+
+
+def _describe(value: Any) -> str:
+    cls = type(value)
+    module = cls.__module__
+    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
 
 
 def _is_tensor(value: Any) -> bool:
@@ -334,24 +376,44 @@ def _is_tensor(value: Any) -> bool:
     return torch is not None and isinstance(value, torch.Tensor)
 
 
-def _tensor_to_numpy(tensor: torch.Tensor) -> np.ndarray:
+def _tensor_to_numpy(tensor: torch.Tensor, label: str) -> np.ndarray:
+    import torch
+
     if tensor.device.type == "meta":
         raise InvalidInputError(
-            "input_example is a tensor on the 'meta' device, which holds no values; "
+            f"{label} is a tensor on the 'meta' device, which holds no values; "
             "pass a real batch of inputs"
+        )
+    if tensor.layout != torch.strided:
+        raise InvalidInputError(
+            f"{label} is a {tensor.layout} tensor; pass a dense one, e.g. "
+            "example.to_dense()"
         )
     try:
         return tensor.detach().cpu().numpy()
     except TypeError as exc:
         raise InvalidInputError(
-            f"input_example has dtype {tensor.dtype}, which numpy cannot hold "
+            f"{label} has dtype {tensor.dtype}, which numpy cannot hold "
             f"({exc}); pass it as float32, e.g. example.float()"
         ) from exc
 
 
-def _pt2_problem(
-    model: Any, input_example: Any, arrays: tuple[np.ndarray, ...] | None
-) -> str | None:
+def _run_example(model: torch.nn.Module, arrays: tuple[np.ndarray, ...]) -> None:
+    """Call the model on the example, so a broken one fails before any export."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            model(*[torch.tensor(array) for array in arrays])
+    except Exception as exc:
+        raise InvalidInputError(
+            f"input_example does not run through the {type(model).__name__} model: "
+            f"{_short(exc)}. Pass what forward() takes: one tensor per argument, "
+            "with the dtype and shape it expects"
+        ) from exc
+
+
+def _pt2_problem(model: Any, input_example: Any) -> str | None:
     """Why the pt2 format cannot be used, or None when it can."""
     import torch
 
@@ -361,11 +423,6 @@ def _pt2_problem(
         return f"torch {torch.__version__} has no torch.export (needs torch>=2.4)"
     if input_example is None:
         return "no input_example was given, and pt2 traces the model with one"
-    if arrays is None:
-        return (
-            f"input_example is a {type(input_example).__name__}, and pt2 traces the "
-            "model with a tensor or array (or a tuple of them)"
-        )
     return None
 
 

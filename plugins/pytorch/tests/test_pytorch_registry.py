@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,6 +13,7 @@ from typing import Any
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from mlflow import MlflowClient
@@ -233,14 +235,96 @@ def test_several_inputs_keep_a_shared_dynamic_batch(registry_agent: Any) -> None
         assert torch.allclose(loaded(a, b), model(a, b), atol=1e-6)
 
 
+def nothing_was_sent() -> None:
+    client = MlflowClient()
+    assert client.search_registered_models() == []
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    assert client.search_logged_models(experiment_ids=experiments) == []
+
+
 def test_an_example_that_does_not_fit_forward_is_an_input_error(
     registry_agent: Any,
 ) -> None:
-    with pytest.raises(InvalidInputError, match="could not be exported to pt2"):
+    with pytest.raises(InvalidInputError, match="does not run through the Sequential"):
         backend(registry_agent).register_model(
             net(), "digits", run=None, input_example=torch.randn(2, 7)
         )
-    assert MlflowClient().search_registered_models() == []
+    nothing_was_sent()
+
+
+BAD_EXAMPLES = {
+    "dict of tensors": ({"x": torch.randn(1, 4)}, "is a dict (keys 'x')"),
+    "dict of arrays": ({"x": np.ones((1, 4), np.float32)}, "keyword inputs"),
+    "data frame": (pd.DataFrame({"a": [1.0]}), "df.to_numpy"),
+    "number": (3, "input_example is of type int (3)"),
+    "text": ("rows", "input_example is of type str ('rows')"),
+    "list of numbers": ([[1.0, 2.0, 3.0, 4.0]], "input_example[0] is of type list"),
+    "empty tuple": ((), "input_example is an empty tuple"),
+    "nested tuple": (((torch.randn(1, 4),),), "input_example[0] is of type tuple"),
+    "tensor and text": ((torch.randn(1, 4), "x"), "input_example[1] is of type str"),
+    "object array": (np.array([object()]), "dtype object"),
+    "sparse tensor": (torch.randn(2, 4).to_sparse(), "to_dense"),
+}
+
+
+@pytest.mark.parametrize("form", ["auto", "pt2", "pickle"])
+@pytest.mark.parametrize("case", sorted(BAD_EXAMPLES))
+def test_an_unsupported_example_is_refused_before_anything_is_sent(
+    registry_agent: Any, case: str, form: str
+) -> None:
+    example, words = BAD_EXAMPLES[case]
+
+    with pytest.raises(InvalidInputError, match=re.escape(words)) as caught:
+        registry_agent.register_model(
+            net(), "digits", input_example=example, format=form
+        )
+
+    if case not in ("object array", "sparse tensor", "empty tuple"):
+        assert "a torch.Tensor or numeric numpy array" in str(caught.value)
+    nothing_was_sent()
+
+
+class Broken(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("the lookup table is not loaded")
+
+
+@pytest.mark.parametrize("form", ["auto", "pt2", "pickle"])
+def test_an_example_forward_fails_on_is_an_input_error_with_its_text(
+    registry_agent: Any, agent_logs: pytest.LogCaptureFixture, form: str
+) -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        registry_agent.register_model(
+            Broken(), "broken", input_example=torch.randn(2, 4), format=form
+        )
+
+    message = str(caught.value)
+    assert "input_example does not run through the Broken model" in message
+    assert "RuntimeError: the lookup table is not loaded" in message
+    # No word about a fixed batch: the export was never tried.
+    assert warnings_from(agent_logs, "mlflow_agent_pytorch.registry") == []
+    nothing_was_sent()
+
+
+def test_pytorch_selected_for_a_non_module_names_what_it_takes(
+    registry_agent: Any,
+) -> None:
+    assert registry_agent.config.backend("registry") == "pytorch"
+
+    with pytest.raises(InvalidInputError) as caught:
+        registry_agent.register_model(
+            {"weights": [1.0]}, "digits", input_example=torch.randn(2, 4)
+        )
+
+    message = str(caught.value)
+    assert "'pytorch' registry backend cannot register a builtins.dict" in message
+    assert "it registers torch.nn.Module models" in message
+    assert "Installed registry backends: auto, pytorch, sklearn" in message
+    nothing_was_sent()
 
 
 def test_a_meta_device_model_is_refused(registry_agent: Any) -> None:

@@ -14,6 +14,7 @@ Formats (option ``format``):
 from __future__ import annotations
 
 import logging
+import reprlib
 import sys
 import types
 from collections.abc import Iterator
@@ -40,6 +41,10 @@ _FORMAT_DISTRIBUTIONS = {
     "pickle": ["scikit-learn"],
 }
 _MESSAGE_LIMIT = 400
+_EXAMPLE_FORMS = (
+    "a numpy array, a pandas DataFrame, a non-empty list of rows, a dict of column "
+    "name to values, or a scipy.sparse csr/csc matrix"
+)
 
 
 @dataclass
@@ -63,6 +68,7 @@ class SklearnRegistry(MlflowRegistry):
 
     backend_name = "sklearn"
     options_class = SklearnOptions
+    supported_models = "scikit-learn estimators (sklearn.base.BaseEstimator)"
 
     def supports(self, model: object) -> bool:
         # Without scikit-learn imported, nothing can be an estimator: no import.
@@ -79,6 +85,8 @@ class SklearnRegistry(MlflowRegistry):
     ) -> SavedModel:
         import mlflow.sklearn
 
+        if input_example is not None:
+            _check_example(model, input_example)
         serialization_format = self._choose_format(model, options)
         # Every format rebuilds the estimator's classes, so their packages count.
         requirements = self.requirement_kwargs(
@@ -124,6 +132,95 @@ class SklearnRegistry(MlflowRegistry):
             problem,
         )
         return "cloudpickle"
+
+
+def _check_example(model: Any, input_example: Any) -> None:
+    """Refuse an example MLflow cannot store or the estimator cannot take."""
+    problem = _example_problem(input_example)
+    if problem is not None:
+        raise InvalidInputError(
+            f"input_example is {problem}; the sklearn backend takes {_EXAMPLE_FORMS}"
+        )
+
+    # MLflow's pyfunc calls predict; a transformer-only pipeline is served by
+    # transform. Estimators with neither are not run.
+    method = getattr(model, "predict", None) or getattr(model, "transform", None)
+    if method is None:
+        return
+    try:
+        method(_as_estimator_input(input_example))
+    except Exception as exc:
+        text = " ".join(str(exc).split())[:_MESSAGE_LIMIT].rstrip(".")
+        raise InvalidInputError(
+            f"input_example does not run through the {type(model).__name__} "
+            f"estimator: {type(exc).__name__}: {text}. Pass a fitted estimator and "
+            "rows shaped like its training data"
+        ) from exc
+
+
+def _example_problem(value: Any) -> str | None:
+    """What is wrong with the form of an input example, or None when it is fine."""
+    import numpy as np
+
+    if isinstance(value, np.ndarray) or _is_dataframe(value) or _is_sparse(value):
+        return None
+    if isinstance(value, list):
+        return None if value else "an empty list"
+    if isinstance(value, dict):
+        if not value:
+            return "an empty dict"
+        bad = [key for key, item in value.items() if not _is_column(item)]
+        if bad or not all(isinstance(key, str) for key in value):
+            return (
+                f"a dict whose entries {reprlib.repr(bad or list(value))} are not "
+                "column name (str) to a numpy array, list or number"
+            )
+        return None
+    return f"of type {_qualified(value)} ({reprlib.repr(value)}){_example_hint(value)}"
+
+
+def _example_hint(value: Any) -> str:
+    if _qualified(value) == "torch.Tensor":
+        return ": convert it with example.numpy()"
+    if isinstance(value, tuple):
+        return ": pass it as a list or np.asarray(example)"
+    return ""
+
+
+def _is_column(value: Any) -> bool:
+    import numpy as np
+
+    return isinstance(value, (np.ndarray, list, str, int, float, bool, np.generic))
+
+
+def _is_dataframe(value: Any) -> bool:
+    pandas = sys.modules.get("pandas")
+    return pandas is not None and isinstance(value, pandas.DataFrame)
+
+
+def _is_sparse(value: Any) -> bool:
+    sparse = sys.modules.get("scipy.sparse")
+    if sparse is None or not sparse.issparse(value):
+        return False
+    return getattr(value, "format", None) in ("csr", "csc")
+
+
+def _as_estimator_input(example: Any) -> Any:
+    # MLflow stores a dict as a table: one row when every value is a scalar.
+    if not isinstance(example, dict):
+        return example
+    import pandas
+
+    if all(not isinstance(item, (list, tuple)) and getattr(item, "ndim", 0) == 0
+           for item in example.values()):
+        return pandas.DataFrame([example])
+    return pandas.DataFrame(example)
+
+
+def _qualified(value: Any) -> str:
+    cls = type(value)
+    module = cls.__module__
+    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
 
 
 def _skops_problem(model: Any, trusted: list[str]) -> str | None:

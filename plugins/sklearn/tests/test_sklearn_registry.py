@@ -8,8 +8,11 @@ from typing import Any
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
+import scipy.sparse
 import sklearn
+import torch
 from mlflow import MlflowClient
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -132,9 +135,110 @@ def test_explicit_pickle_is_used_as_asked(registry_agent: Any) -> None:
     assert flavor["serialization_format"] == "pickle"
 
 
-def test_supports_estimators_only(registry_agent: Any) -> None:
-    import torch
+def nothing_was_sent() -> None:
+    client = MlflowClient()
+    assert client.search_registered_models() == []
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    assert client.search_logged_models(experiment_ids=experiments) == []
 
+
+COLUMNS = ["a", "b", "c", "d"]
+GOOD_EXAMPLES = {
+    "array": X[:2],
+    "data frame": pd.DataFrame(X[:2], columns=COLUMNS),
+    "list of rows": X[:2].tolist(),
+    "dict of columns": {name: X[:2, i] for i, name in enumerate(COLUMNS)},
+    "dict of one row": {name: float(X[0, i]) for i, name in enumerate(COLUMNS)},
+    "sparse matrix": scipy.sparse.csr_matrix(X[:2]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(GOOD_EXAMPLES))
+def test_every_accepted_example_form_is_registered(
+    registry_agent: Any, case: str
+) -> None:
+    model = make_pipeline(StandardScaler(with_mean=False), LogisticRegression())
+    model.fit(pd.DataFrame(X, columns=COLUMNS) if "dict" in case else X, Y)
+
+    version = backend(registry_agent).register_model(
+        model, "churn", run=None, input_example=GOOD_EXAMPLES[case]
+    )
+
+    assert version.tags["mlflow_agent.serialization_format"] == "skops"
+    assert (model_dir("churn", version.version) / "input_example.json").is_file()
+
+
+BAD_EXAMPLES = {
+    "tensor": (torch.randn(2, 4), "of type torch.Tensor", "example.numpy()"),
+    "dict of tensors": ({"x": torch.randn(2, 4)}, "a dict whose entries ['x']", ""),
+    "tuple": ((X[:2],), "of type tuple", "np.asarray(example)"),
+    "set": ({1.0, 2.0}, "of type set", ""),
+    "number": (3, "of type int (3)", ""),
+    "text": ("rows", "of type str ('rows')", ""),
+    "empty list": ([], "an empty list", ""),
+    "empty dict": ({}, "an empty dict", ""),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_EXAMPLES))
+def test_an_unsupported_example_is_refused_before_anything_is_sent(
+    registry_agent: Any, case: str
+) -> None:
+    example, what, fix = BAD_EXAMPLES[case]
+
+    with pytest.raises(InvalidInputError) as caught:
+        backend(registry_agent).register_model(
+            plain_pipeline(), "churn", run=None, input_example=example
+        )
+
+    message = str(caught.value)
+    assert message.startswith("input_example is ")
+    assert what in message and fix in message
+    assert "a numpy array, a pandas DataFrame" in message
+    nothing_was_sent()
+
+
+BROKEN_EXAMPLES = {
+    "wrong width": (plain_pipeline, np.ones((2, 7)), "ValueError: X has 7 features"),
+    "not fitted": (LogisticRegression, X[:2], "NotFittedError: This Logistic"),
+    "missing values": (plain_pipeline, np.full((2, 4), np.nan), "contains NaN"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_EXAMPLES))
+def test_an_example_the_estimator_rejects_is_an_input_error_with_its_text(
+    registry_agent: Any, case: str
+) -> None:
+    build, example, text = BROKEN_EXAMPLES[case]
+    model = build()
+
+    with pytest.raises(InvalidInputError) as caught:
+        backend(registry_agent).register_model(
+            model, "churn", run=None, input_example=example
+        )
+
+    message = str(caught.value)
+    assert f"does not run through the {type(model).__name__} estimator" in message
+    assert text in message
+    nothing_was_sent()
+
+
+def test_sklearn_selected_for_a_torch_module_names_what_it_takes(
+    registry_agent: Any,
+) -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        backend(registry_agent).register_model(
+            torch.nn.Linear(4, 2), "churn", run=None, input_example=X[:2]
+        )
+
+    message = str(caught.value)
+    assert "'sklearn' registry backend cannot register a torch.nn" in message
+    assert "it registers scikit-learn estimators" in message
+    assert "Installed registry backends: auto, pytorch, sklearn" in message
+    nothing_was_sent()
+
+
+def test_supports_estimators_only(registry_agent: Any) -> None:
     registry = backend(registry_agent)
     assert registry.supports(LogisticRegression())
     assert registry.supports(plain_pipeline())
