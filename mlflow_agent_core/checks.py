@@ -9,7 +9,10 @@ A strategy factory takes part in one of two ways:
 
 * ``check_options(options)``: a callable attribute (a classmethod on a class
   factory) that validates the section the way the factory would, raises
-  :class:`ConfigError` for a bad value, and may return what it resolved;
+  :class:`ConfigError` for a bad value, and may return what it resolved. One
+  that accepts a keyword argument ``installed`` receives the names of every
+  backend registered for its concern (``registry: auto`` checks its
+  ``backends`` list against them);
 * ``options_class``: the dataclass the factory parses its options with; the check
   is ``options.parse(options_class)``.
 
@@ -19,8 +22,9 @@ Factories offering neither are reported as not checked.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +38,7 @@ __all__ = ["BackendCheck", "ConfigReport", "check_config"]
 logger = logging.getLogger(__name__)
 
 CHECK_METHOD = "check_options"
+INSTALLED_KEYWORD = "installed"
 SCHEMA_ATTRIBUTE = "options_class"
 
 
@@ -123,7 +128,7 @@ def _check_backend(host: PluginHost, config: AgentConfig, concern: str) -> Backe
         check.error = exc
         return check
 
-    validate = _validator(check.registration.factory)
+    validate = _validator(check.registration.factory, host.strategies(concern))
     if validate is None:
         logger.info(
             "The %s backend %r of %s cannot check its options without starting",
@@ -146,11 +151,27 @@ def _check_backend(host: PluginHost, config: AgentConfig, concern: str) -> Backe
     return check
 
 
-def _validator(factory: object) -> Callable[[Options], Any] | None:
+def _validator(
+    factory: object, registered: Mapping[str, object]
+) -> Callable[[Options], Any] | None:
     check = getattr(factory, CHECK_METHOD, None)
     if callable(check):
+        if _accepts_keyword(check, INSTALLED_KEYWORD):
+            installed = sorted(registered)
+            return lambda options: check(options, **{INSTALLED_KEYWORD: installed})
         return check  # type: ignore[no-any-return]
     schema = getattr(factory, SCHEMA_ATTRIBUTE, None)
     if isinstance(schema, type) and dataclasses.is_dataclass(schema):
         return lambda options: options.parse(schema)
     return None
+
+
+def _accepts_keyword(function: Callable[..., Any], name: str) -> bool:
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False
+    parameter = parameters.get(name)
+    return parameter is not None and parameter.kind in (
+        inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD
+    )

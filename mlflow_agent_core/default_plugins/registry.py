@@ -813,24 +813,57 @@ class AutoRegistry(MlflowRegistry):
     def __init__(self, *, agent: Any, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(agent=agent, options=options)
         installed = self._installed()
-        chosen = cast(AutoOptions, self.options).backends
+        self._order = self._candidate_names(
+            cast(AutoOptions, self.options), installed, options
+        )
+        self._factories = installed
+        self._built: dict[str, RegistryStrategy] = {}
+
+    @classmethod
+    def check_options(
+        cls, options: Options, *, installed: Iterable[str] | None = None
+    ) -> AutoOptions:
+        """Parse the section and, given the installed backends, check ``backends``.
+
+        ``mlflow-agent config check`` passes ``installed`` (every registered
+        registry backend), so an unknown name is found without building an agent.
+        """
+        parsed = options.parse(cls.options_class)
+        if installed is not None:
+            names = [name for name in installed if name != cls.backend_name]
+            cls._candidate_names(parsed, sorted(names), options)
+        return parsed
+
+    @classmethod
+    def _candidate_names(
+        cls, parsed: AutoOptions, installed: Iterable[str], options: object
+    ) -> list[str]:
+        """The backends to try, in order; ConfigError for names not installed."""
+        installed = list(installed)
+        chosen = parsed.backends
         if chosen is not None:
             unknown = [name for name in chosen if name not in installed]
             if unknown:
-                raise self._option_error(
+                raise cls._option_error(
                     options, "backends",
                     f"{', '.join(map(repr, unknown))} not installed; installed "
                     f"registry backends: {', '.join(installed) or 'none'}",
                 )
-        self._order = list(chosen if chosen is not None else installed)
-        if not self._order:
-            raise self._option_error(
+        if chosen == []:
+            raise cls._option_error(
+                options, "backends",
+                "the list is empty; name at least one registry backend "
+                f"({', '.join(installed) or 'none installed'}), or leave the key "
+                "out to try every installed one",
+            )
+        order = list(chosen if chosen is not None else installed)
+        if not order:
+            raise cls._option_error(
                 options, "backends",
                 "no registry backend is installed besides auto; install one, e.g. "
                 "pip install mlflow-agent-pytorch",
             )
-        self._factories = installed
-        self._built: dict[str, RegistryStrategy] = {}
+        return order
 
     @staticmethod
     def _option_error(options: object, key: str, message: str) -> ConfigError:
