@@ -277,12 +277,13 @@ class PluginHost:
         elif self.filter.allow is not None:
             allowed = ", ".join(sorted(self.filter.allow)) or "nothing"
             hint = f" The plugins allow list ({allowed}) loads only those plugins."
-        source, line, column = position
+        where: tuple[str | None, int | None, int | None] = position
         chosen = repr(name)
-        if source == DEFAULTS_SOURCE:
+        if position[0] == DEFAULTS_SOURCE:
             # No file to point at: the backend is the built-in default.
-            source, line, column = None, None, None
+            where = (None, None, None)
             chosen += " (the built-in default)"
+        source, line, column = where
         raise ConfigError(
             f"{concern}.backend: no installed plugin provides {chosen}. "
             f"Available {concern} backends: {listing}.{hint} Install the plugin "
