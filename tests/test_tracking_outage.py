@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +23,7 @@ from mlflow import MlflowClient
 from mlflow_agent_core.default_plugins.spool import METRICS, families, target_dir
 from mlflow_agent_core.errors import ServerUnavailableError
 from mlflow_agent_core.sync import sync_spool
-from tests.servers import MlflowServer, free_port, quiet_mlflow_env
+from tests.servers import STARTUP_TIMEOUT, MlflowServer, free_port, quiet_mlflow_env
 
 # A sanity bound for "fails fast"; the probe itself waits at most probe_timeout.
 FAIL_FAST_SECONDS = 5.0
@@ -89,7 +90,8 @@ def test_sync_to_a_server_still_down_reports_it_and_keeps_the_records(
 ) -> None:
     uri = f"http://127.0.0.1:{free_port()}"
     agent = agent_factory(
-        configuration={"tracking_uri": uri}, tracking={"offline_ok": True}
+        configuration={"tracking_uri": uri},
+        tracking={"offline_ok": True, "exit_timeout": 0.5},
     )
     with agent.start_run("offline"):
         for step in range(100):
@@ -137,7 +139,7 @@ def test_offline_ok_logs_to_the_spool_and_sync_creates_the_runs(
     spool = spool_root
     agent = agent_factory(
         configuration={"tracking_uri": server.uri, "experiment": "offline"},
-        tracking={"offline_ok": True},
+        tracking={"offline_ok": True, "exit_timeout": 0.5},
     )
     notes = tmp_path / "notes.txt"
     notes.write_text("written offline")
@@ -169,6 +171,65 @@ def test_offline_ok_logs_to_the_spool_and_sync_creates_the_runs(
                                          str(tmp_path))
     assert Path(artifact).read_text() == "written offline"
     assert families(target_dir(spool, server.uri)) == []
+
+
+def test_ending_a_run_during_a_short_outage_waits_for_the_server(
+    server: MlflowServer, agent_factory: Any
+) -> None:
+    running(server)
+    # Room for the restart: the wait must end because the server is back.
+    exit_timeout = STARTUP_TIMEOUT + 30.0
+    agent = agent_factory(
+        configuration={"tracking_uri": server.uri},
+        tracking={"exit_timeout": exit_timeout},
+    )
+    with agent.start_run("blip") as run:
+        for step in range(2000):
+            agent.log_metric("loss", float(step), step=step)
+        server.stop()
+        comeback = threading.Timer(3.0, server.start)
+        comeback.start()
+    comeback.join()
+
+    # Leaving the block waited for the server, so the run is complete already.
+    stored = MlflowClient(server.uri).get_run(run.run_id)
+    assert stored.info.status == "FINISHED"
+    assert steps_of(server.uri, run.run_id, "loss") == list(range(2000))
+
+
+def test_ending_a_run_during_a_long_outage_leaves_its_end_queued(
+    server: MlflowServer, agent_factory: Any, spool_root: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    running(server)
+    agent = agent_factory(
+        configuration={"tracking_uri": server.uri},
+        tracking={"exit_timeout": 2.0, "retry_backoff_max": 1.0},
+    )
+    with agent.start_run("long-outage") as run:
+        for step in range(500):
+            agent.log_metric("loss", float(step), step=step)
+        server.stop()
+        caplog.clear()
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    ended = [m for m in warnings if run.run_id in m]
+    assert len(ended) == 1, warnings
+    assert "mlflow-agent sync" in ended[0]
+    assert str(target_dir(spool_root, server.uri)) in ended[0]
+
+    # The agent has no run left: a new one fails fast while the server is down...
+    assert agent.active_run is None
+    with pytest.raises(ServerUnavailableError):
+        agent.start_run("while-down")
+    # ...and once it is back, this process's writer sends the first run's end.
+    server.start()
+    assert agent.flush(60)
+    stored = MlflowClient(server.uri).get_run(run.run_id)
+    assert stored.info.status == "FINISHED"
+    assert steps_of(server.uri, run.run_id, "loss") == list(range(500))
+    with agent.start_run("after") as after:
+        agent.log_metric("loss", 1.0, step=0)
+    assert MlflowClient(server.uri).get_run(after.run_id).info.status == "FINISHED"
 
 
 EXIT_SCRIPT = textwrap.dedent(

@@ -236,7 +236,8 @@ def test_spool_reader_skips_a_torn_last_record(tmp_path: Path) -> None:
     assert isinstance(family, Family) and len(family.segments()) > 1
     records, bad, _ = family.read(0, None, 10_000)
     assert bad == []
-    assert [r[4][0].step for r in records] == list(range(300))
+    # Each record holds one point, (key, value, timestamp, step).
+    assert [r[4][0][3] for r in records] == list(range(300))
     assert family.torn_bytes() == len(b'{"r":"run1","m":[["k",1')
 
 

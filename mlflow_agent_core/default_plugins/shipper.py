@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..contracts import MetricPoint
 from .spool import (
     ARTIFACT,
     CREATE,
@@ -47,6 +46,7 @@ from .spool import (
     REJECTED_FILE,
     RUNS_FILE,
     TAGS,
+    Point,
     append_jsonl,
 )
 from .transport import PROVISIONAL_TAG, RejectedError, TransientError, Transport
@@ -60,8 +60,8 @@ MAX_ENTITIES_PER_REQUEST = 1000
 # MLflow refuses log_batch bodies over 1,000,000 bytes; our estimate keeps a margin.
 MAX_REQUEST_BYTES = 900_000
 FIRST_BACKOFF = 0.5
-# Consecutive failures after which waiters stop waiting for the server (one
-# retry is allowed to absorb a blip).
+# Consecutive failures after which the server counts as down, so that flush()
+# without a timeout and offline start_run stop trying (one retry absorbs a blip).
 OUTAGE_FAILURES = 2
 
 Op = tuple[int, int, int, str, Any]  # (start, end, kind, run_id, payload)
@@ -116,7 +116,7 @@ class Batch:
         self.run = run
         self.kind = kind
         self.chunk = chunk
-        self.metrics: list[MetricPoint] = []
+        self.metrics: list[Point] = []
         self.params: dict[str, str] = {}
         self.tags: dict[str, str] = {}
         self.payload = payload
@@ -124,11 +124,11 @@ class Batch:
         self.entities = 0 if kind == METRICS else 1
         self.size = 200
 
-    def fits_metric(self, point: MetricPoint, batch_size: int) -> bool:
+    def fits_metric(self, point: Point, batch_size: int) -> bool:
         return (
             len(self.metrics) < batch_size
             and self.entities < MAX_ENTITIES_PER_REQUEST
-            and self.size + len(point.key) + 80 <= MAX_REQUEST_BYTES
+            and self.size + len(point[0]) + 80 <= MAX_REQUEST_BYTES
         )
 
     def fits_pair(self, table: dict[str, str], key: str, value: str) -> int:
@@ -146,8 +146,7 @@ class Batch:
         """A JSON form for ``rejected.jsonl``."""
         record: dict[str, Any] = {"run_id": self.run, "kind": _KIND_NAMES[self.kind]}
         if self.kind == METRICS:
-            record["metrics"] = [[p.key, p.value, p.timestamp, p.step]
-                                 for p in self.metrics]
+            record["metrics"] = [list(point) for point in self.metrics]
             record["params"] = self.params
             record["tags"] = self.tags
         else:
@@ -182,7 +181,6 @@ class Shipper:
         self.acked_entities = 0
         self.rejected_entities = 0
         self.failures = 0
-        self.attempts = 0
         self.last_error: str | None = None
         self.retry_at = 0.0
         self.backoff_max = settings.retry_backoff_max
@@ -259,7 +257,7 @@ class Shipper:
         return batch
 
     def _add_metrics(self, open_batches: dict[str, Batch], chunk: _Chunk, run: str,
-                     points: Sequence[MetricPoint]) -> None:
+                     points: Sequence[Point]) -> None:
         batch = open_batches.get(run) or self._open(open_batches, chunk, run)
         batch_size = self.settings.batch_size
         for point in points:
@@ -267,7 +265,7 @@ class Shipper:
                 batch = self._open(open_batches, chunk, run)
             batch.metrics.append(point)
             batch.entities += 1
-            batch.size += len(point.key) + 80
+            batch.size += len(point[0]) + 80
         self._pending += len(points)
 
     def _add_pairs(self, open_batches: dict[str, Batch], chunk: _Chunk, run: str,
@@ -424,7 +422,6 @@ class Shipper:
     def complete(self, batch: Batch, outcome: int, detail: Any) -> None:
         """Account for the answer to ``batch`` (called on the shipper's thread)."""
         self.in_flight -= 1
-        self.attempts += 1
         run = batch.run
         self._run_in_flight[run] -= 1
         if not self._run_in_flight[run]:

@@ -43,14 +43,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from ..contracts import MetricPoint
-
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no advisory locks
     fcntl = None  # type: ignore[assignment]
 
 logger = logging.getLogger(__name__)
+
+# A metric point as the writer keeps it: (key, value, timestamp ms, step). A tuple
+# of atoms, which the garbage collector stops tracking, so that the many records
+# queued during an outage do not lengthen its pauses on the training threads.
+Point = tuple[str, float, int, int]
 
 FORMAT_VERSION = 1
 SEGMENT_SUFFIX = ".spool"
@@ -135,7 +138,7 @@ class RecordEncoder:
             encoded = self._strings[text] = json.dumps(text)
         return encoded
 
-    def metrics(self, run_id: str, points: Sequence[MetricPoint]) -> bytes:
+    def metrics(self, run_id: str, points: Sequence[Point]) -> bytes:
         if len(points) == 1:
             # The per-step log_metric case: no intermediate list to allocate.
             body = self._point(points[0])
@@ -143,11 +146,12 @@ class RecordEncoder:
             body = ",".join([self._point(point) for point in points])
         return f'{{"r":{self._string(run_id)},"m":[{body}]}}\n'.encode()
 
-    def _point(self, point: MetricPoint) -> str:
-        value = repr(float(point.value))
+    def _point(self, point: Point) -> str:
+        key, number, timestamp, step = point
+        value = repr(float(number))
         if value[-1] in "nf":
             value = _NONFINITE[value]
-        return f"[{self._string(point.key)},{value},{point.timestamp},{point.step}]"
+        return f"[{self._string(key)},{value},{timestamp},{step}]"
 
     def other(self, kind: int, run_id: str, payload: Mapping[str, Any]) -> bytes:
         record = {"r": run_id, _KIND_KEYS[kind]: payload}
@@ -163,9 +167,7 @@ def decode(line: bytes) -> tuple[int, str, Any]:
         if key in record:
             payload = record[key]
             if kind == METRICS:
-                payload = [
-                    MetricPoint(k, float(v), int(t), int(s)) for k, v, t, s in payload
-                ]
+                payload = [(k, float(v), int(t), int(s)) for k, v, t, s in payload]
             elif not isinstance(payload, dict):
                 raise ValueError(f"record {key!r} is not an object")
             return kind, record["r"], payload

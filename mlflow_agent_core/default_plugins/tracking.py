@@ -12,8 +12,16 @@ upload follows in order with the run's other records.
 Durability. A record is in the spool's memory-mapped file when ``log_*``
 returns, so the process being killed loses nothing it accepted; the file is
 fsynced after each batch the writer takes, which bounds what an operating system
-crash can lose. Exit waits at most ``exit_timeout`` and leaves the rest in the
-spool, saying so in one log line.
+crash can lose.
+
+Ending and exit. ``end_run`` queues the run's end after its records and waits
+for them, through an outage too, at most ``exit_timeout``; ``close`` (agent
+reset, interpreter exit) likewise. An outage never raises there: what is not
+sent in time, the run's end included, stays queued and spooled, one log line
+says so, and it is sent when the server answers (by this process, the next
+agent started on the spool, or ``mlflow-agent sync``). Waits that ran out share
+one budget until the server answers again, so ending many runs and exiting
+during an outage wait ``exit_timeout`` in all.
 
 Starting. Building the backend probes an ``http(s)`` tracking server within
 ``probe_timeout``; an unreachable one raises
@@ -326,27 +334,27 @@ class MlflowTracking:
         return Run(run_id, experiment_id, run_name, parent.run_id if parent else None)
 
     def end_run(self, run: Run, status: str) -> None:
+        """End the run after its records, waiting at most ``exit_timeout``.
+
+        An outage never raises: the end stays spooled and is sent later.
+        """
         target = self._run_targets.pop(run.run_id, None) or self._target()
+        writer = target.writer
         started = time.monotonic()
-        sent = target.writer.end_run(run.run_id, status, self._wait_budget(None))
-        if sent:
+        if writer.end_run(run.run_id, status, self._wait_budget(None)):
             self._stall = None
             return
         if self._stall is None:
-            self._stall = (started, target.writer, target.writer.acked)
-        if target.writer.outage:
-            if self.options.offline_ok:
-                logger.warning(
-                    "Run %s ended while %s is unreachable; its records and its end "
-                    "are kept in %s and will be sent later",
-                    run.run_id, target.shown_uri, target.directory,
-                )
-                return
-            raise self._unavailable(target, f"run {run.run_id} could not be ended")
+            self._stall = (started, writer, writer.acked)
+        if writer.outage:
+            reason = f"{target.shown_uri} is unreachable ({writer.last_error})"
+        else:
+            reason = f"not all of it reached {target.shown_uri} in time"
         logger.warning(
-            "Run %s: its records were not all sent within %.1f s; they and the "
-            "run's end will follow in the background",
-            run.run_id, self.options.exit_timeout,
+            "Run %s ended, but %s: its end and %d tracking records wait in %s and "
+            "are sent when the server answers, by this process, the next agent "
+            "started on that spool or `mlflow-agent sync`",
+            run.run_id, reason, writer.unsent, target.directory,
         )
 
     def _wait_budget(self, timeout: float | None) -> float:

@@ -30,8 +30,7 @@ from typing import Any
 
 import requests
 
-from ..contracts import MetricPoint
-from .spool import public_uri
+from .spool import Point, public_uri
 
 PROVISIONAL_TAG = "mlflow_agent.provisional_id"
 
@@ -88,7 +87,7 @@ class Transport:
         raise NotImplementedError
 
     def log_batch(
-        self, run_id: str, metrics: Sequence[MetricPoint],
+        self, run_id: str, metrics: Sequence[Point],
         params: Mapping[str, str], tags: Mapping[str, str],
     ) -> None:
         raise NotImplementedError
@@ -236,19 +235,19 @@ class RestTransport(Transport):
         return str(created["run"]["info"]["run_id"])
 
     def log_batch(
-        self, run_id: str, metrics: Sequence[MetricPoint],
+        self, run_id: str, metrics: Sequence[Point],
         params: Mapping[str, str], tags: Mapping[str, str],
     ) -> None:
         body: dict[str, Any] = {"run_id": run_id}
         if metrics:
             body["metrics"] = [
                 {
-                    "key": p.key,
-                    "value": p.value if math.isfinite(p.value) else _nonfinite(p.value),
-                    "timestamp": p.timestamp,
-                    "step": p.step,
+                    "key": key,
+                    "value": value if math.isfinite(value) else _nonfinite(value),
+                    "timestamp": timestamp,
+                    "step": step,
                 }
-                for p in metrics
+                for key, value, timestamp, step in metrics
             ]
         if params:
             body["params"] = [{"key": k, "value": v} for k, v in params.items()]
@@ -343,7 +342,7 @@ class StoreTransport(Transport):
         return str(run.info.run_id)
 
     def log_batch(
-        self, run_id: str, metrics: Sequence[MetricPoint],
+        self, run_id: str, metrics: Sequence[Point],
         params: Mapping[str, str], tags: Mapping[str, str],
     ) -> None:
         from mlflow.entities import Metric, Param, RunTag
@@ -351,7 +350,7 @@ class StoreTransport(Transport):
         _classified(
             self.client().log_batch,
             run_id,
-            metrics=[Metric(p.key, p.value, p.timestamp, p.step) for p in metrics],
+            metrics=[Metric(*point) for point in metrics],
             params=[Param(k, v) for k, v in params.items()],
             tags=[RunTag(k, v) for k, v in tags.items()],
             synchronous=True,

@@ -39,6 +39,7 @@ from .spool import (
     END,
     METRICS,
     Family,
+    Point,
     RecordEncoder,
     SpoolLog,
     families,
@@ -50,6 +51,9 @@ from .transport import Transport
 logger = logging.getLogger(__name__)
 
 MIN_SYNC_INTERVAL = 0.02
+# Longest pause between retries while a caller waits (end_run, flush, close), so
+# that a server back within the wait is found back soon enough to use it.
+WAITING_BACKOFF_MAX = 2.0
 
 _WAKE = object()
 
@@ -98,6 +102,7 @@ class Writer:
         self._reported_broken = False
         self._reported_fork = False
         self._progress = threading.Condition()
+        self._waiters = 0
         self._recovery: threading.Thread | None = None
         self._recovery_stop = threading.Event()
         self._thread = threading.Thread(
@@ -121,12 +126,19 @@ class Writer:
         return self._shipper.last_error
 
     def log_metrics(self, run_id: str, points: Sequence[MetricPoint]) -> None:
-        line = self._encoder.metrics(run_id, points)
-        count = len(points)
+        kept: tuple[Point, ...]
+        if len(points) == 1:
+            # The per-step log_metric case: no intermediate list to allocate.
+            point = points[0]
+            kept = ((point.key, point.value, point.timestamp, point.step),)
+        else:
+            kept = tuple([(p.key, p.value, p.timestamp, p.step) for p in points])
+        line = self._encoder.metrics(run_id, kept)
+        count = len(kept)
         with self._lock:
             start = self.log.position
             self.log.append(line)
-            self._queue.append((start, self.log.position, METRICS, run_id, points))
+            self._queue.append((start, self.log.position, METRICS, run_id, kept))
             self._queued += count
             self._accepted += count
             if self._queued >= self._wake_at:
@@ -180,50 +192,72 @@ class Writer:
         return self._wait_for(target, timeout, give_up_on_outage=timeout is None)
 
     def end_run(self, run_id: str, status: str, timeout: float) -> bool:
-        """Queue the end of ``run_id`` after its data; True once the server has it."""
+        """Queue the end of ``run_id`` after its data; True once the server has it.
+
+        Waits through an outage for at most ``timeout``; on False the end stays
+        queued and spooled, and is sent when the server answers.
+        """
         if self._in_fork():
             return False
         payload = {"status": status, "end_time": int(time.time() * 1000)}
         target = self.append(END, run_id, payload)
-        return self._wait_for(target, timeout, give_up_on_outage=True)
+        return self._wait_for(target, timeout, give_up_on_outage=False)
+
+    @property
+    def unsent(self) -> int:
+        """Records accepted but not yet stored (or refused) by the server."""
+        return self._accepted - self._shipper.acked_entities
 
     def _wait_for(self, target: int, timeout: float | None, *,
-                  give_up_on_outage: bool, attempts_after: int | None = None) -> bool:
+                  give_up_on_outage: bool) -> bool:
         self._flush_to = max(self._flush_to, target)
-        self._events.put(_WAKE)
         deadline = None if timeout is None else time.monotonic() + timeout
         shipper = self._shipper
         with self._progress:
-            while shipper.acked < target:
-                if give_up_on_outage and shipper.outage and (
-                    attempts_after is None or shipper.attempts > attempts_after
-                ):
-                    return False
-                if self._stopped:
-                    return False
-                wait = 0.5
-                if deadline is not None:
-                    wait = min(wait, deadline - time.monotonic())
-                    if wait <= 0:
+            self._waiters += 1
+            if not give_up_on_outage:
+                self._hurry_retries()
+            self._events.put(_WAKE)
+            try:
+                while shipper.acked < target:
+                    if give_up_on_outage and shipper.outage:
                         return False
-                self._progress.wait(wait)
+                    if self._stopped:
+                        return False
+                    wait = 0.5
+                    if deadline is not None:
+                        wait = min(wait, deadline - time.monotonic())
+                        if wait <= 0:
+                            return False
+                    self._progress.wait(wait)
+            finally:
+                self._waiters -= 1
+                if not self._waiters:
+                    shipper.backoff_max = self.settings.retry_backoff_max
         return True
 
+    def _hurry_retries(self) -> None:
+        """While someone waits, retry a down server often enough to notice it back."""
+        shipper = self._shipper
+        cap = min(self.settings.retry_backoff_max, WAITING_BACKOFF_MAX)
+        shipper.backoff_max = cap
+        if shipper.failures and shipper.retry_at > time.monotonic() + cap:
+            shipper.retry_now()
+
     def close(self, timeout: float) -> int:
-        """Send what we can within ``timeout``; return how many records are left."""
+        """Send what we can within ``timeout``; return how many records are left.
+
+        Waits through an outage too: the server may come back within ``timeout``.
+        """
         if self._stopped or self._in_fork():
             return 0
         deadline = time.monotonic() + timeout
         self._recovery_stop.set()
         self._closing = True
         shipper = self._shipper
-        attempts = shipper.attempts
-        if shipper.outage:
-            # One fresh attempt: if the server is back we use the time left.
-            shipper.retry_now()
         with self._lock:
             target = self.log.position
-        self._wait_for(target, timeout, give_up_on_outage=True, attempts_after=attempts)
+        self._wait_for(target, timeout, give_up_on_outage=False)
 
         self._stopped = True
         self._events.put(_WAKE)
