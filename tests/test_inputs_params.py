@@ -207,7 +207,7 @@ def test_property_params_through_the_agent(
     agent_factory: Any, long_params: str
 ) -> None:
     agent = agent_factory(inputs={"long_params": long_params})
-    rule = InputValidator(InputPolicy(long_params=long_params))  # type: ignore[arg-type]
+    rule = InputValidator(InputPolicy(long_params=long_params))
 
     @THROUGH_AGENT
     @given(params=st.dictionaries(st.sampled_from(["p", "q", "cfg"]), param_trees,
