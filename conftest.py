@@ -25,3 +25,12 @@ os.environ["XDG_CACHE_HOME"] = _CACHE
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     shutil.rmtree(_CACHE, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_uri_variables_undone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow exports ``set_tracking_uri`` to the environment; undo it per test,
+    so that one test's server or store never reaches the next one's subprocesses.
+    """
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.delenv(name, raising=False)

@@ -16,11 +16,23 @@ from tests.servers import MlflowServer, quiet_mlflow_env
 MLFLOW_AGENT = Path(sys.executable).with_name("mlflow-agent")
 
 
+def clean_env() -> dict[str, str]:
+    """This process's environment without the URIs earlier tests pointed MLflow at.
+
+    MLflow exports ``set_tracking_uri`` to the environment, and the quickstart
+    honours ``MLFLOW_TRACKING_URI`` as a user's would.
+    """
+    env = quiet_mlflow_env()
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_AGENT_CONFIG"):
+        env.pop(name, None)
+    return env
+
+
 def test_quickstart_trains_registers_promotes_and_loads_back(tmp_path: Path) -> None:
     result = subprocess.run(
         [str(MLFLOW_AGENT), "quickstart"],
         cwd=tmp_path,
-        env=quiet_mlflow_env(),
+        env=clean_env(),
         capture_output=True,
         text=True,
         timeout=600,
@@ -107,7 +119,7 @@ def run_script(source: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(script)],
         cwd=cwd,
-        env=quiet_mlflow_env(),
+        env=clean_env(),
         capture_output=True,
         text=True,
         timeout=300,

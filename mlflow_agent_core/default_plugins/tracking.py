@@ -341,7 +341,7 @@ class MlflowTracking:
         target = self._run_targets.pop(run.run_id, None) or self._target()
         writer = target.writer
         started = time.monotonic()
-        if writer.end_run(run.run_id, status, self._wait_budget(None)):
+        if writer.end_run(run.run_id, status, self._wait_budget(None, writer)):
             self._stall = None
             return
         if self._stall is None:
@@ -357,18 +357,23 @@ class MlflowTracking:
             run.run_id, reason, writer.unsent, target.directory,
         )
 
-    def _wait_budget(self, timeout: float | None) -> float:
+    def _wait_budget(
+        self, timeout: float | None, writer: Writer | None = None
+    ) -> float:
         """Seconds a wait may take: ``exit_timeout`` (or ``timeout``), minus what
         waits that ran out since the server last answered took already.
 
         So the agent ending its runs and then closing at exit waits at most
-        ``exit_timeout`` in all, however many runs were open.
+        ``exit_timeout`` in all, however many runs were open. A wait on another
+        server's ``writer`` than the stalled one gets the whole budget.
         """
         budget = self.options.exit_timeout if timeout is None else timeout
         if self._stall is None:
             return budget
-        since, writer, acked_then = self._stall
-        if writer.acked > acked_then:
+        since, stalled, acked_then = self._stall
+        if writer is not None and writer is not stalled:
+            return budget
+        if stalled.acked > acked_then:
             self._stall = None  # the server answered since: a fresh budget
             return budget
         return max(budget - (time.monotonic() - since), 0.0)
