@@ -549,10 +549,7 @@ def _as_config(config: Mapping[str, Any] | AgentConfig | None) -> AgentConfig:
 
 
 def _missing_members(strategy: object, contract: type) -> list[str]:
-    wanted = [
-        name for name in dir(contract)
-        if not name.startswith("_") and name not in ("register",)
-    ]
+    wanted = [name for name in dir(contract) if not name.startswith("_")]
     return [name for name in wanted if not hasattr(strategy, name)]
 
 
