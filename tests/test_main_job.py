@@ -44,7 +44,8 @@ def test_quickstart_trains_registers_promotes_and_loads_back(tmp_path: Path) -> 
     store = tmp_path / "mlflow.db"
     assert f"mlflow ui --backend-store-uri sqlite:///{store}" in lines[-1]
 
-    client = MlflowClient(f"sqlite:///{store}")
+    uri = f"sqlite:///{store}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     [run] = client.search_runs(
         [client.get_experiment_by_name("quickstart").experiment_id]
     )
