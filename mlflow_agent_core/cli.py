@@ -678,7 +678,12 @@ def models_promote(
         raise click.UsageError("give --alias, --stage or both")
     with _agent(config_path) as agent:
         promoted = agent.promote(name, version, alias=alias, stage=stage)
-    done = [f"alias {alias!r}" if alias else "", f"stage {stage!r}" if stage else ""]
+    # The stage as stored ('Staging'), not as typed ('staging').
+    stored_stage = promoted.current_stage if stage else None
+    done = [
+        f"alias {alias!r}" if alias else "",
+        f"stage {stored_stage!r}" if stored_stage else "",
+    ]
     click.echo(
         f"{promoted.name} version {promoted.version}: "
         + " and ".join(part for part in done if part)

@@ -91,7 +91,7 @@ def test_show_of_a_missing_model_fails_with_one_line(registry: Path) -> None:
 def test_promote_then_show_and_load_by_alias(registry: Path) -> None:
     promoted = run(
         registry, "models", "promote", MODEL, "1", "--alias", "champion",
-        "--stage", "Production",
+        "--stage", "production",
     )
     shown = run(registry, "models", "show", MODEL, "--json")
     listed = run(registry, "models", "list")
