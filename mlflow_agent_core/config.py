@@ -1087,7 +1087,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> AgentConfig:
 def _discover(path: str | os.PathLike[str] | None) -> tuple[str | None, str]:
     if path is not None:
         file = os.path.expanduser(os.fspath(path))
-        _require_file(file, "check the path given to load_config")
+        _require_file(file, "check the path of the configuration file")
         return file, file
 
     named = os.environ.get(CONFIG_ENV_VAR, "")
