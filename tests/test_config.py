@@ -491,7 +491,7 @@ def test_explicit_path_wins_over_env_and_cwd(
 def test_missing_explicit_file_is_an_error(tmp_path: Path) -> None:
     missing = str(tmp_path / "nope.yaml")
 
-    with pytest.raises(ConfigError, match="does not exist .*path of the configuration file"):
+    with pytest.raises(ConfigError, match="does not exist .*configuration file"):
         load_config(missing)
     with pytest.raises(ConfigError, match="is not a file"):
         load_config(tmp_path)
