@@ -128,6 +128,7 @@ __all__ = [
     "InputValidator",
     "ParamBatch",
     "PolicyError",
+    "canonical_stage",
     "normalize_step",
     "overflow_artifact",
 ]
@@ -261,6 +262,19 @@ class ParamBatch:
 
     values: dict[str, str]
     overflow: dict[str, str]
+
+
+def canonical_stage(stage: object) -> str:
+    """A stage in MLflow's canonical case (``production`` -> ``Production``)."""
+    canonical = None
+    if isinstance(stage, str):
+        canonical = _STAGES.get(stage.strip().lower())
+    if canonical is None:
+        raise InvalidInputError(
+            f"stage {_show(stage)} is not a model stage; use one of "
+            f"{', '.join(_STAGES.values())} (any case)"
+        )
+    return canonical
 
 
 def overflow_artifact(key: str) -> str:
@@ -1035,15 +1049,7 @@ class InputValidator:
 
     def stage(self, stage: object) -> str:
         """A stage in MLflow's canonical case (``production`` -> ``Production``)."""
-        canonical = None
-        if isinstance(stage, str):
-            canonical = _STAGES.get(stage.strip().lower())
-        if canonical is None:
-            raise InvalidInputError(
-                f"stage {_show(stage)} is not a model stage; use one of "
-                f"{', '.join(_STAGES.values())} (any case)"
-            )
-        return canonical
+        return canonical_stage(stage)
 
     def version(self, version: object) -> str:
         """A model version number as MLflow's string form (``"3"``)."""

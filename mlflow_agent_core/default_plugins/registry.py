@@ -86,6 +86,7 @@ from ..errors import (
     ServerUnavailableError,
 )
 from ..hookspecs import Register, hookimpl
+from ..validation import canonical_stage
 
 if TYPE_CHECKING:
     from mlflow.entities import LoggedModel
@@ -125,8 +126,6 @@ DEVICE_TAG = "mlflow_agent.device"
 STAGE_ALIASES: Mapping[str, str] = {"Production": "production", "Staging": "staging"}
 """Stages that ``promote(stage=...)`` mirrors as an alias when ``stage_aliases``."""
 
-_STAGES = {"none": "None", "staging": "Staging", "production": "Production",
-           "archived": "Archived"}
 _MLMODEL = "MLmodel"
 _LOGGED_MODEL_NAME_CHARS = re.compile(r"[/:.%\"']")
 _MLFLOW_DISTRIBUTIONS = frozenset({"mlflow", "mlflow-skinny", "mlflow-tracing"})
@@ -365,16 +364,6 @@ def _unavailable(action: str, uri: str, exc: BaseException) -> ServerUnavailable
     )
 
 
-def _canonical_stage(stage: str) -> str:
-    canonical = _STAGES.get(stage.strip().lower())
-    if canonical is None:
-        raise InvalidInputError(
-            f"stage {stage!r} is not a model stage; use one of "
-            f"{', '.join(_STAGES.values())}"
-        )
-    return canonical
-
-
 def _log_alias(alias: str, name: str, version: str) -> None:
     logger.info("Alias %r of %r now points at version %s", alias, name, version)
 
@@ -537,7 +526,7 @@ class MlflowRegistry:
         stage's alias.
         """
         version = str(version)
-        canonical = None if stage is None else _canonical_stage(stage)
+        canonical = None if stage is None else canonical_stage(stage)
         client = self._client()
         uri = self.agent.configuration.registry_uri
         with _translated(f"promoting {name!r} version {version}", uri, not_found=True):
