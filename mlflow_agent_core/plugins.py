@@ -117,7 +117,8 @@ class PluginHost:
         self._info: dict[str, PluginInfo] = {}
         self._registrations: dict[tuple[str, str], Registration] = {}
         self.skipped: list[PluginInfo] = []
-        if os.environ.get(TRACE_ENV, "").strip() not in ("", "0"):
+        self._tracing = os.environ.get(TRACE_ENV, "").strip() not in ("", "0")
+        if self._tracing:
             self._enable_tracing()
 
         self._load_builtins()
@@ -362,13 +363,12 @@ class PluginHost:
                 trace_logger.debug("%s returned %r", hook_name, outcome.get_result())
 
         self.manager.add_hookcall_monitoring(before, after)
-        self._tracing = True
 
     def _trace_call(self, hook: str, plugin: str, kwargs: Mapping[str, Any]) -> None:
         self._trace("call %s(%s) -> [%s]", hook, _args(kwargs), plugin)
 
     def _trace(self, message: str, *args: Any) -> None:
-        if getattr(self, "_tracing", False):
+        if self._tracing:
             trace_logger.debug(message, *args)
 
 
